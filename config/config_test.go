@@ -1,0 +1,291 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParsePort(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Port
+	}{
+		{"5000", Port{Local: 5000, Remote: 5000}},
+		{"6000:5000", Port{Local: 6000, Remote: 5000}},
+		{":5000", Port{Local: 0, Remote: 5000}},
+		{"0:5000", Port{Local: 0, Remote: 5000}},
+		{"8080:http", Port{Local: 8080, RemoteName: "http"}},
+		{":http-metrics", Port{Local: 0, RemoteName: "http-metrics"}},
+		{"65535:1", Port{Local: 65535, Remote: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParsePort(tt.in)
+			if err != nil {
+				t.Fatalf("ParsePort(%q): %v", tt.in, err)
+			}
+			if got != tt.want {
+				t.Errorf("ParsePort(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePortInvalid(t *testing.T) {
+	tests := map[string]string{
+		"":                    `invalid port "": "" is not a number`,
+		"0":                   `invalid port "0": 0 is out of range 1-65535`,
+		"5000:0":              `invalid port "5000:0": remote port 0 is out of range 1-65535`,
+		"70000:80":            `invalid port "70000:80": local port 70000 is out of range 0-65535`,
+		"-1:80":               `invalid port "-1:80": local port -1 is out of range 0-65535`,
+		"+80":                 `invalid port "+80": "+80" is not a number`,
+		"1:2:3":               `invalid port "1:2:3": want PORT, LOCAL:REMOTE, :REMOTE or 0:REMOTE`,
+		"http":                `invalid port "http": a named remote port needs a local port, e.g. "8080:http" or ":http"`,
+		"80:Http":             `invalid port "80:Http": remote port "Http" is not a number, or a port name`,
+		"80:-web":             `invalid port "80:-web": remote port "-web" is not a number, or a port name`,
+		"80:123":              "", // a number, fine
+		"80:abcdefghijklmnop": `invalid port "80:abcdefghijklmnop": remote port`,
+	}
+	for in, want := range tests {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParsePort(in)
+			if want == "" {
+				if err != nil {
+					t.Fatalf("ParsePort(%q): %v, want no error", in, err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("ParsePort(%q) error = %v, want prefix %q", in, err, want)
+			}
+		})
+	}
+}
+
+// TestInvalid checks that each class of bad input is reported at the exact
+// line and column, with a message that says what is allowed.
+func TestInvalid(t *testing.T) {
+	t.Setenv("KFORWARD_TEST_UNSET", "")
+	os.Unsetenv("KFORWARD_TEST_UNSET")
+	tests := []struct {
+		file string
+		want []string
+	}{
+		{"unknown-key.yaml", []string{`4:5: unknown key "prots" in a forward; allowed: name, pod, service, deployment, statefulset, daemonset, replicaset, selector, ports, context, namespace, address, transport, reconnect, health, connectTimeout`}},
+		{"unknown-top-key.yaml", []string{`1:1: unknown key "defualts" in the file; allowed: kubeconfig, defaults, forwards`}},
+		{"duplicate-key.yaml", []string{`3:5: duplicate key "pod"`}},
+		{"no-target.yaml", []string{`2:5: a forward needs exactly one target: pod, service, deployment, statefulset, daemonset, replicaset, selector`}},
+		{"two-targets.yaml", []string{`3:14: a forward has exactly one target, found pod and service`}},
+		{"empty-selector.yaml", []string{`2:15: selector needs at least one label, e.g. {app: web}`}},
+		{"no-ports.yaml", []string{`2:5: a forward needs at least one port in ports:`}},
+		{"bad-port-colons.yaml", []string{`3:13: invalid port "80:80:80": want PORT, LOCAL:REMOTE, :REMOTE or 0:REMOTE`}},
+		{"bad-port-range.yaml", []string{`3:13: invalid port "70000": 70000 is out of range 1-65535; want PORT, LOCAL:REMOTE, :REMOTE or 0:REMOTE`}},
+		{"bad-port-name.yaml", []string{`3:13: invalid port "8080:HTTP": remote port "HTTP" is not a number, or a port name (lowercase letters, digits and -, at most 15)`}},
+		{"bad-port-bare-name.yaml", []string{`3:13: invalid port "http": a named remote port needs a local port, e.g. "8080:http" or ":http"`}},
+		{"duplicate-name.yaml", []string{`4:11: duplicate forward name "pod/a" (first at 2:5); give each forward a distinct name`}},
+		{"duplicate-bind.yaml", []string{`5:13: 127.0.0.1:8080 is already used by forward "pod/a" at 3:13`}},
+		{"duplicate-bind-wildcard.yaml", []string{`6:13: 127.0.0.1:8080 is already used by forward "pod/a" at 4:13`}},
+		{"bad-duration.yaml", []string{
+			`2:19: invalid duration "10": want a number with a unit, such as 250ms, 10s or 1m`,
+			`6:24: invalid duration "5x": want a number with a unit, such as 250ms, 10s or 1m`,
+		}},
+		{"backoff-order.yaml", []string{`4:16: reconnect.initial (1m0s) must not be greater than reconnect.max (1s)`}},
+		{"bad-transport-address.yaml", []string{
+			`3:16: invalid transport "http2": want auto, websocket or spdy`,
+			`4:14: invalid address "example.com": want an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost`,
+		}},
+		{"empty-forwards.yaml", []string{`1:11: no forwards: list at least one under forwards:`}},
+		{"no-forwards.yaml", []string{`1:1: no forwards: list at least one under forwards:`}},
+		{"unset-env.yaml", []string{`2:10: environment variable KFORWARD_TEST_UNSET is not set; set it or give a default: ${KFORWARD_TEST_UNSET:-value}`}},
+		{"bad-yaml.yaml", []string{`3:1: invalid YAML: mapping values are not allowed in this context`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "invalid", tt.file)
+			_, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) succeeded, want errors %q", path, tt.want)
+			}
+			errs := Errors(err)
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			var want []string
+			for _, w := range tt.want {
+				want = append(want, path+":"+w)
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("Load(%s) errors:\n got: %s\nwant: %s", path, strings.Join(got, "\n      "), strings.Join(want, "\n      "))
+			}
+		})
+	}
+}
+
+// TestEveryInvalidFileIsTested keeps testdata and the table in step.
+func TestEveryInvalidFileIsTested(t *testing.T) {
+	files, _ := filepath.Glob("testdata/invalid/*.yaml")
+	src, err := os.ReadFile("config_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !strings.Contains(string(src), `"`+filepath.Base(f)+`"`) {
+			t.Errorf("%s has no case in TestInvalid", f)
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`
+forwards:
+  - service: api
+    ports: ["8080:http", 9090, ":5000", "0:6000"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Forwards[0]
+	want := Forward{
+		Name:   "service/api",
+		Target: Target{Kind: Service, Name: "api"},
+		Ports: []Port{
+			{Local: 8080, RemoteName: "http"},
+			{Local: 9090, Remote: 9090},
+			{Local: 0, Remote: 5000},
+			{Local: 0, Remote: 6000},
+		},
+		Addresses:      []string{"127.0.0.1"},
+		Transport:      Auto,
+		Reconnect:      Backoff{250 * time.Millisecond, 30 * time.Second},
+		Health:         Health{10 * time.Second, 5 * time.Second},
+		ConnectTimeout: 10 * time.Second,
+	}
+	if !got.Equal(want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseLayering(t *testing.T) {
+	t.Setenv("KF_NS", "alice")
+	cfg, err := Parse([]byte(`
+kubeconfig: /etc/kube/config
+defaults:
+  context: dev
+  namespace: dev-${KF_NS}
+  address: localhost
+  transport: spdy
+  reconnect: {initial: 1s}
+  health: {timeout: 2s}
+  connectTimeout: 3s
+forwards:
+  - pod: web-0
+    ports: [80]
+  - name: db
+    selector: {app: db, tier: data}
+    namespace: ${KF_MISSING:-data}
+    context: prod
+    address: [0.0.0.0, "::1"]
+    transport: websocket
+    reconnect: {max: 5s}
+    health: {interval: 1s}
+    connectTimeout: 1m
+    ports: ["5432"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Forward{{
+		Name: "pod/web-0", Kubeconfig: "/etc/kube/config", Context: "dev", Namespace: "dev-alice",
+		Target: Target{Kind: Pod, Name: "web-0"}, Ports: []Port{{80, 80, ""}},
+		Addresses: []string{"127.0.0.1", "::1"}, Transport: SPDY,
+		Reconnect: Backoff{time.Second, 30 * time.Second}, Health: Health{10 * time.Second, 2 * time.Second},
+		ConnectTimeout: 3 * time.Second,
+	}, {
+		Name: "db", Kubeconfig: "/etc/kube/config", Context: "prod", Namespace: "data",
+		Target: Target{Kind: Selector, Selector: map[string]string{"app": "db", "tier": "data"}}, Ports: []Port{{5432, 5432, ""}},
+		Addresses: []string{"0.0.0.0", "::1"}, Transport: WebSocket,
+		Reconnect: Backoff{time.Second, 5 * time.Second}, Health: Health{time.Second, 2 * time.Second},
+		ConnectTimeout: time.Minute,
+	}}
+	for i := range want {
+		if !cfg.Forwards[i].Equal(want[i]) {
+			t.Errorf("forward %d:\n got  %+v\nwant %+v", i, cfg.Forwards[i], want[i])
+		}
+	}
+	if s := cfg.Forwards[1].Target.String(); s != "selector/app=db,tier=data" {
+		t.Errorf("selector target = %q, want selector/app=db,tier=data", s)
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	env := map[string]string{"A": "x", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct{ in, want, err string }{
+		{"plain", "plain", ""},
+		{"${A}", "x", ""},
+		{"a-${A}-b-${A}", "a-x-b-x", ""},
+		{"${B:-def}", "def", ""},
+		{"${EMPTY:-def}", "def", ""},
+		{"${EMPTY}", "", ""},
+		{"$${A}", "${A}", ""},
+		{"${B}", "", "environment variable B is not set"},
+		{"${A", "", "unterminated ${"},
+		{"${1A}", "", `invalid variable "1A"`},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in, lookup)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("expandEnv(%q) error = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestLoadKubeconfigRelativeToFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "forwards.yaml")
+	if err := os.WriteFile(path, []byte("kubeconfig: kube/config\nforwards: [{pod: a, ports: [1]}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(dir, "kube/config")
+	if cfg.Kubeconfig != want || cfg.Forwards[0].Kubeconfig != want {
+		t.Errorf("kubeconfig = %q / %q, want %q", cfg.Kubeconfig, cfg.Forwards[0].Kubeconfig, want)
+	}
+}
+
+func TestEqualDetectsChange(t *testing.T) {
+	parse := func(s string) Forward {
+		cfg, err := Parse([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Forwards[0]
+	}
+	a := parse("forwards: [{service: api, ports: [80]}]")
+	if !a.Equal(parse("forwards: [{service: api, ports: [\"80:80\"]}]")) {
+		t.Error("equivalent specs are not Equal")
+	}
+	for _, changed := range []string{
+		"forwards: [{service: api, ports: [81]}]",
+		"forwards: [{service: api, ports: [80], namespace: x}]",
+		"forwards: [{name: service/api, deployment: api, ports: [80]}]",
+		"forwards: [{service: api, ports: [80], health: {timeout: 1s}}]",
+	} {
+		if a.Equal(parse(changed)) {
+			t.Errorf("spec of %q Equal to the original", changed)
+		}
+	}
+}

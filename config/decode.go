@@ -1,0 +1,241 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// nodeDecoder is implemented by value types that parse their own YAML node
+// (ports, durations, addresses). An error they return is reported at the
+// node's position.
+type nodeDecoder interface {
+	decodeNode(n *yaml.Node) error
+}
+
+// decoder fills the file types from a yaml.Node tree. It is strict (unknown
+// and duplicate keys are errors) and, unlike yaml.v3's own decoding, keeps
+// going after a problem so that every error in the file is reported at once,
+// each with its line and column.
+type decoder struct {
+	errs   []*Error
+	lookup func(string) (string, bool)
+}
+
+var posType = reflect.TypeFor[Pos]()
+var posMapType = reflect.TypeFor[map[string]Pos]()
+var nodeDecoderType = reflect.TypeFor[nodeDecoder]()
+
+// what names a struct type in messages.
+var what = map[reflect.Type]string{
+	reflect.TypeFor[file]():      "the file",
+	reflect.TypeFor[settings]():  "defaults",
+	reflect.TypeFor[entry]():     "a forward",
+	reflect.TypeFor[reconnect](): "reconnect",
+	reflect.TypeFor[health]():    "health",
+}
+
+func (d *decoder) fail(n *yaml.Node, format string, args ...any) {
+	d.errs = append(d.errs, Pos{n.Line, n.Column}.errorf(format, args...))
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
+		if isNull(n) {
+			return
+		}
+		if err := v.Addr().Interface().(nodeDecoder).decodeNode(n); err != nil {
+			d.fail(n, "%s", err.Error())
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v)
+	case reflect.Slice:
+		if isNull(n) {
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, "must be a list")
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.decode(item, s.Index(i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if isNull(n) {
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, "must be a mapping of names to values")
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if m.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+				d.fail(k, "duplicate key %q", k.Value)
+				continue
+			}
+			elem := reflect.New(v.Type().Elem()).Elem()
+			d.decode(val, elem)
+			m.SetMapIndex(reflect.ValueOf(k.Value), elem)
+		}
+		v.Set(m)
+	case reflect.String:
+		if isNull(n) {
+			return
+		}
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, "must be a string")
+			return
+		}
+		v.SetString(n.Value)
+	default:
+		panic("config: no decoding for " + v.Type().String())
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
+	t := v.Type()
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, "%s must be a mapping", what[t])
+		return
+	}
+	fields, names := fieldsOf(t)
+	var positions map[string]Pos
+	if f := v.FieldByName("Fields"); f.IsValid() && f.Type() == posMapType {
+		positions = map[string]Pos{}
+		f.Set(reflect.ValueOf(positions))
+	}
+	if f := v.FieldByName("At"); f.IsValid() && f.Type() == posType {
+		f.Set(reflect.ValueOf(Pos{n.Line, n.Column}))
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		index, ok := fields[k.Value]
+		switch {
+		case seen[k.Value]:
+			d.fail(k, "duplicate key %q", k.Value)
+			continue
+		case !ok:
+			d.fail(k, "unknown key %q in %s; allowed: %s", k.Value, what[t], strings.Join(names, ", "))
+			continue
+		}
+		seen[k.Value] = true
+		if positions != nil {
+			positions[k.Value] = Pos{val.Line, val.Column}
+		}
+		d.decode(val, v.FieldByIndex(index))
+	}
+}
+
+// fieldsOf maps each YAML key of a struct type, including those of inline
+// structs, to its field index; names lists the keys in declaration order.
+func fieldsOf(t reflect.Type) (fields map[string][]int, names []string) {
+	fields = map[string][]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+		case opts == "inline":
+			inner, innerNames := fieldsOf(f.Type)
+			for _, n := range innerNames {
+				fields[n] = append([]int{i}, inner[n]...)
+			}
+			names = append(names, innerNames...)
+		case name != "":
+			fields[name] = []int{i}
+			names = append(names, name)
+		}
+	}
+	return fields, names
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// expand replaces ${VAR} and ${VAR:-default} in every string value (not
+// key) under n with values from the environment; $${ is a literal ${.
+func (d *decoder) expand(n *yaml.Node) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			d.expand(c)
+		}
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			d.expand(n.Content[i])
+		}
+	case yaml.ScalarNode:
+		if n.Tag != "!!str" || !strings.Contains(n.Value, "${") {
+			return
+		}
+		out, err := expandEnv(n.Value, d.lookup)
+		if err != nil {
+			d.fail(n, "%s", err.Error())
+			return
+		}
+		n.Value = out
+	}
+}
+
+func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		if i > 0 && s[i-1] == '$' {
+			b.WriteString(s[:i-1] + "${")
+			s = s[i+2:]
+			continue
+		}
+		b.WriteString(s[:i])
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("unterminated ${ in %q; write ${VAR} or ${VAR:-default}", s[i:])
+		}
+		expr := s[i+2 : i+end]
+		name, def, hasDef := strings.Cut(expr, ":-")
+		if !validVarName(name) {
+			return "", fmt.Errorf("invalid variable %q in ${%s}; a name is letters, digits and _, not starting with a digit", name, expr)
+		}
+		val, ok := lookup(name)
+		switch {
+		case ok && (val != "" || !hasDef):
+			b.WriteString(val)
+		case hasDef:
+			b.WriteString(def)
+		default:
+			return "", fmt.Errorf("environment variable %s is not set; set it or give a default: ${%s:-value}", name, name)
+		}
+		s = s[i+end+1:]
+	}
+}
+
+func validVarName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	return !slices.ContainsFunc([]byte(s), func(c byte) bool {
+		return !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
+	})
+}
