@@ -273,4 +273,3 @@ func (e *echoServer) Close() error {
 	}
 	return err
 }
-

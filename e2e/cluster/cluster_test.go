@@ -143,4 +143,3 @@ func httpGetThroughPortForward(t *testing.T, cfg *rest.Config, ns, pod string, p
 	}
 	return string(body)
 }
-

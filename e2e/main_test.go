@@ -1,0 +1,42 @@
+// Package e2e runs kforward against a real local control plane
+// (package e2e/cluster): kube-apiserver, controllers and kwok.
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/kforward/kforward/e2e/cluster"
+)
+
+var shared *cluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
+	c, err := cluster.Start(context.Background(), cluster.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start cluster:", err)
+		return 1
+	}
+	defer c.Stop()
+	shared = c
+	return m.Run()
+}
+
+func needCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	if shared == nil {
+		t.Skip("end-to-end test: needs the local control plane (not run with -short)")
+	}
+	return shared
+}

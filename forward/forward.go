@@ -1,0 +1,451 @@
+// Package forward runs one supervised port-forward: it binds its local
+// listeners once, follows the target's ready pods, keeps one upgraded
+// connection to the chosen pod, carries every local connection over its own
+// stream pair, checks the tunnel end to end and redials with backoff.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kforward/kforward/config"
+)
+
+// Env is what a forward needs from outside: a connection to the API server
+// for its context, the resolved namespace, and optionally a shared pod watch.
+type Env struct {
+	Config    *rest.Config
+	Client    kubernetes.Interface
+	Namespace string
+	Pods      Pods // nil: the forward watches the namespace's pods itself
+	Log       *slog.Logger
+}
+
+// Forward is one forward from the file. Create it with New, run it with Run.
+type Forward struct {
+	spec config.Forward
+	env  Env
+	log  *slog.Logger
+	c    counters
+
+	mu         sync.Mutex
+	state      State
+	addrs      []string
+	tun        *tunnel
+	tunChanged chan struct{} // closed when tun changes
+	reconnects int
+	lastErr    string
+	lastErrAt  time.Time
+	rtt        time.Duration
+	transport  config.Transport
+}
+
+// New returns a forward for spec; nothing happens until Run.
+func New(spec config.Forward, env Env) *Forward {
+	log := env.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Forward{
+		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
+		log: log.With("forward", spec.Name),
+	}
+}
+
+// healthyAfter is how long a tunnel must stay up for the backoff to reset.
+const healthyAfter = 10 * time.Second
+
+// Run keeps the forward working until ctx ends, then closes its listeners,
+// its upstream and its open connections, and returns once every goroutine it
+// started has finished.
+func (f *Forward) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	lns, err := f.listen(ctx)
+	if err != nil {
+		return err // ctx ended while ports were busy
+	}
+	conns := newConnSet()
+	for _, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.accept(ctx, l, conns, &wg)
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		for _, l := range lns {
+			l.ln.Close()
+		}
+		conns.closeAll()
+	}()
+
+	pods := f.env.Pods
+	if pods == nil {
+		w, err := WatchPods(ctx, f.env.Client, f.env.Namespace)
+		if err != nil {
+			return err
+		}
+		pods = w
+	}
+	f.supervise(ctx, pods)
+	return nil
+}
+
+type listener struct {
+	ln   net.Listener
+	port config.Port
+}
+
+// listen binds every address × port. A port that cannot be bound fails the
+// forward (shown in its status) and is retried with backoff; it is never
+// moved to another port. A free port (0) is chosen once, on the first
+// address, and reused for the others.
+func (f *Forward) listen(ctx context.Context) ([]listener, error) {
+	b := f.newBackoff()
+	var lns []listener
+	chosen := map[int]int{} // index of port → local port chosen for it
+	for {
+		var errs []string
+		lns = lns[:0:0]
+		for i, p := range f.spec.Ports {
+			for _, addr := range f.spec.Addresses {
+				port := p.Local
+				if port == 0 {
+					port = chosen[i]
+				}
+				hostport := net.JoinHostPort(addr, fmt.Sprint(port))
+				ln, err := net.Listen("tcp", hostport)
+				if err != nil {
+					if errors.Is(err, errAddrInUse) || strings.Contains(err.Error(), "address already in use") {
+						errs = append(errs, hostport+" is already in use")
+					} else {
+						errs = append(errs, err.Error())
+					}
+					continue
+				}
+				if chosen[i] == 0 {
+					chosen[i] = ln.Addr().(*net.TCPAddr).Port
+				}
+				lns = append(lns, listener{ln, p})
+			}
+		}
+		if len(errs) == 0 {
+			f.mu.Lock()
+			f.addrs = nil
+			for _, l := range lns {
+				f.addrs = append(f.addrs, l.ln.Addr().String())
+			}
+			f.mu.Unlock()
+			return lns, nil
+		}
+		for _, l := range lns {
+			l.ln.Close()
+		}
+		err := errors.New(strings.Join(errs, "; "))
+		f.fail(Failed, err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+func (f *Forward) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = f.spec.Reconnect.Initial
+	b.MaxInterval = f.spec.Reconnect.Max
+	b.MaxElapsedTime = 0 // never give up
+	b.RandomizationFactor = 0.5
+	b.Reset()
+	return b
+}
+
+func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sync.WaitGroup) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				f.fail(Failed, fmt.Errorf("accept on %s: %w", l.ln.Addr(), err))
+			}
+			return
+		}
+		if !conns.add(c) {
+			c.Close()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conns.remove(c)
+			f.serve(ctx, c, l.port)
+		}()
+	}
+}
+
+// serve carries one local connection: it waits up to connectTimeout for a
+// tunnel, and if a tunnel turns out dead, tries the next one.
+func (f *Forward) serve(ctx context.Context, c net.Conn, port config.Port) {
+	defer c.Close()
+	f.c.active.Add(1)
+	f.c.total.Add(1)
+	defer f.c.active.Add(-1)
+	deadline := time.Now().Add(f.spec.ConnectTimeout)
+	for {
+		t := f.waitTunnel(ctx, deadline)
+		if t == nil {
+			if ctx.Err() == nil {
+				f.log.Warn("closing connection: no ready pod", "client", c.RemoteAddr().String(), "waited", f.spec.ConnectTimeout.String())
+			}
+			return
+		}
+		remote, err := t.target.remotePort(port, t.pod)
+		if err != nil {
+			t.release()
+			f.log.Warn("closing connection", "client", c.RemoteAddr().String(), "err", err)
+			return
+		}
+		err = t.pipe(c, remote, f.spec.Health.Timeout, &f.c)
+		t.release()
+		if errors.Is(err, errStreamCreate) && time.Now().Before(deadline) {
+			continue // the tunnel died under us: the supervisor redials
+		}
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("connection closed with error", "client", c.RemoteAddr().String(), "pod", t.pod.Name, "port", remote, "err", err)
+		}
+		return
+	}
+}
+
+// waitTunnel returns the current tunnel, acquired, waiting for one until
+// deadline; nil when there is none by then or ctx ends.
+func (f *Forward) waitTunnel(ctx context.Context, deadline time.Time) *tunnel {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		f.mu.Lock()
+		t, changed := f.tun, f.tunChanged
+		f.mu.Unlock()
+		if t != nil && t.acquire() {
+			return t
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (f *Forward) setTunnel(t *tunnel) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tun = t
+	close(f.tunChanged)
+	f.tunChanged = make(chan struct{})
+}
+
+// supervise keeps a tunnel to a usable pod until ctx ends.
+func (f *Forward) supervise(ctx context.Context, pods Pods) {
+	b := f.newBackoff()
+	wait := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	current := ""
+	for ctx.Err() == nil {
+		tgt, err := resolve(ctx, f.env.Client, f.env.Namespace, f.spec.Target)
+		if err != nil {
+			f.fail(WaitingForPod, err)
+			if !wait(b.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		pod := f.waitPod(ctx, pods, tgt, current)
+		if pod == nil {
+			return
+		}
+		t, err := f.connect(ctx, pod, tgt)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
+			if apierrors.IsNotFound(err) || strings.Contains(err.Error(), "not found") {
+				continue // the pod just went away: take the next one at once
+			}
+			if !wait(b.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		current = pod.Name
+		f.setTunnel(t)
+		f.mu.Lock()
+		f.state, f.transport = Active, t.up.protocol
+		f.mu.Unlock()
+		f.log.Info("connected", "pod", pod.Name, "transport", string(t.up.protocol))
+		up := time.Now()
+		reason := f.hold(ctx, t, pods, tgt)
+		f.setTunnel(nil)
+		switch {
+		case ctx.Err() != nil:
+			t.kill(context.Canceled)
+			t.up.conn.Close()
+			return
+		case reason == nil: // pod no longer chosen: move on without delay
+			t.retire()
+			current = ""
+			go func() { <-t.dead; t.up.conn.Close() }()
+			continue
+		}
+		t.up.conn.Close()
+		if time.Since(up) > healthyAfter {
+			b.Reset()
+		}
+		f.mu.Lock()
+		f.reconnects++
+		f.mu.Unlock()
+		f.fail(Reconnecting, reason)
+		if !wait(b.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// waitPod blocks until a usable pod exists and returns it.
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string) *corev1.Pod {
+	for {
+		changed := pods.Changed()
+		if p := pick(pods.List(tgt.selector), tgt.podName, current); p != nil {
+			return p
+		}
+		f.mu.Lock()
+		f.state = WaitingForPod
+		f.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tunnel, error) {
+	u, err := url.Parse(f.env.Client.CoreV1().RESTClient().Post().
+		Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL().String())
+	if err != nil {
+		return nil, err
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, max(3*f.spec.Health.Timeout, 5*time.Second))
+	defer cancel()
+	up, err := dial(dialCtx, f.env.Config, u, f.spec.Transport)
+	if err != nil {
+		return nil, err
+	}
+	return newTunnel(pod, tgt, up), nil
+}
+
+// hold watches a live tunnel: health checks every interval, and the pod
+// set. It returns why the tunnel must go: an error if it died, nil if its
+// pod is no longer the one to use (or ctx ended).
+func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target) error {
+	tick := time.NewTicker(f.spec.Health.Interval)
+	defer tick.Stop()
+	probePort := 1
+	if p, err := tgt.remotePort(f.spec.Ports[0], t.pod); err == nil {
+		probePort = p
+	}
+	for {
+		changed := pods.Changed()
+		if p := pick(pods.List(tgt.selector), tgt.podName, t.pod.Name); p == nil || p.Name != t.pod.Name {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.dead:
+			return t.err
+		case <-t.up.conn.CloseChan():
+			t.kill(errors.New("connection closed by the server"))
+			return t.err
+		case <-changed:
+		case <-tick.C:
+			rtt, err := t.probe(probePort, f.spec.Health.Timeout)
+			if err != nil {
+				return fmt.Errorf("health check: %w", err)
+			}
+			f.mu.Lock()
+			f.rtt = rtt
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *Forward) fail(s State, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = s
+	f.lastErr = err.Error()
+	f.lastErrAt = time.Now()
+	f.log.Warn(string(s), "err", err)
+}
+
+// connSet tracks open local connections so Run can close them on exit.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newConnSet() *connSet { return &connSet{conns: map[net.Conn]struct{}{}} }
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+}

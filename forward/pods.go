@@ -1,0 +1,216 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kforward/kforward/config"
+)
+
+// Pods is what a forward needs to know about the pods of its namespace.
+// One PodWatch can serve every forward on a namespace.
+type Pods interface {
+	// List returns the pods matching sel.
+	List(sel labels.Selector) []*corev1.Pod
+	// Changed returns a channel closed at the next change to any pod.
+	Changed() <-chan struct{}
+}
+
+// PodWatch keeps the pods of one namespace current through a single watch.
+type PodWatch struct {
+	lister  func(labels.Selector) ([]*corev1.Pod, error)
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// WatchPods starts a watch on the pods of namespace; it runs until ctx ends.
+// It returns once the first list has arrived.
+func WatchPods(ctx context.Context, client kubernetes.Interface, namespace string) (*PodWatch, error) {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
+	inf := factory.Core().V1().Pods()
+	w := &PodWatch{changed: make(chan struct{})}
+	notify := func(any) { w.notify() }
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: notify, DeleteFunc: notify, UpdateFunc: func(_, o any) { notify(o) },
+	}); err != nil {
+		return nil, err
+	}
+	lister := inf.Lister().Pods(namespace)
+	w.lister = lister.List
+	factory.Start(ctx.Done())
+	go func() { <-ctx.Done(); factory.Shutdown() }()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+		return nil, fmt.Errorf("watch pods in %s: %w", namespace, context.Cause(ctx))
+	}
+	return w, nil
+}
+
+func (w *PodWatch) notify() {
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+func (w *PodWatch) List(sel labels.Selector) []*corev1.Pod {
+	pods, _ := w.lister(sel)
+	return pods
+}
+
+func (w *PodWatch) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// usable reports whether new connections may go to the pod: Running, Ready
+// and not being deleted.
+func usable(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// pick chooses the pod for new connections: the current one while it is
+// usable, else the newest usable one (in a rollout, the new ReplicaSet's).
+func pick(pods []*corev1.Pod, name string, current string) *corev1.Pod {
+	var ok []*corev1.Pod
+	for _, p := range pods {
+		if usable(p) && (name == "" || p.Name == name) {
+			if p.Name == current {
+				return p
+			}
+			ok = append(ok, p)
+		}
+	}
+	if len(ok) == 0 {
+		return nil
+	}
+	sort.Slice(ok, func(i, j int) bool {
+		ti, tj := ok[i].CreationTimestamp, ok[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return tj.Before(&ti)
+		}
+		return ok[i].Name < ok[j].Name
+	})
+	return ok[0]
+}
+
+// target is a resolved forward target: how to find its pods, and for a
+// service, how its ports map to the pods'.
+type target struct {
+	selector labels.Selector
+	podName  string           // only for a pod target
+	service  *corev1.Service // only for a service target
+}
+
+// resolve looks the target up in the API: a workload's or service's
+// selector (fetched again on every reconnect, so edits are followed).
+func resolve(ctx context.Context, client kubernetes.Interface, namespace string, t config.Target) (target, error) {
+	var sel *metav1.LabelSelector
+	switch t.Kind {
+	case config.Pod:
+		return target{selector: labels.Everything(), podName: t.Name}, nil
+	case config.Selector:
+		return target{selector: labels.SelectorFromSet(t.Selector)}, nil
+	case config.Service:
+		svc, err := client.CoreV1().Services(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return target{}, err
+		}
+		if len(svc.Spec.Selector) == 0 {
+			return target{}, fmt.Errorf("service %s has no selector", t.Name)
+		}
+		return target{selector: labels.SelectorFromSet(svc.Spec.Selector), service: svc}, nil
+	case config.Deployment:
+		d, err := client.AppsV1().Deployments(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return target{}, err
+		}
+		sel = d.Spec.Selector
+	case config.StatefulSet:
+		s, err := client.AppsV1().StatefulSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return target{}, err
+		}
+		sel = s.Spec.Selector
+	case config.DaemonSet:
+		d, err := client.AppsV1().DaemonSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return target{}, err
+		}
+		sel = d.Spec.Selector
+	case config.ReplicaSet:
+		r, err := client.AppsV1().ReplicaSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return target{}, err
+		}
+		sel = r.Spec.Selector
+	default:
+		return target{}, fmt.Errorf("unknown target kind %q", t.Kind)
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return target{}, err
+	}
+	return target{selector: s}, nil
+}
+
+// remotePort maps a configured remote port to the pod's container port, as
+// kubectl does: for a service, service port (number or name) → targetPort
+// (number, or a container port name); otherwise a number as is, or a
+// container port name looked up on the pod.
+func (t target) remotePort(p config.Port, pod *corev1.Pod) (int, error) {
+	if t.service != nil {
+		for _, sp := range t.service.Spec.Ports {
+			if (p.RemoteName != "" && sp.Name == p.RemoteName) || (p.RemoteName == "" && int(sp.Port) == p.Remote) {
+				switch {
+				case sp.TargetPort.StrVal != "":
+					return containerPort(pod, sp.TargetPort.StrVal)
+				case sp.TargetPort.IntVal != 0:
+					return int(sp.TargetPort.IntVal), nil
+				default:
+					return int(sp.Port), nil
+				}
+			}
+		}
+		return 0, fmt.Errorf("service %s has no port %s", t.service.Name, remoteString(p))
+	}
+	if p.RemoteName != "" {
+		return containerPort(pod, p.RemoteName)
+	}
+	return p.Remote, nil
+}
+
+func containerPort(pod *corev1.Pod, name string) (int, error) {
+	for _, c := range pod.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == name {
+				return int(cp.ContainerPort), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("pod %s has no container port named %q", pod.Name, name)
+}
+
+func remoteString(p config.Port) string {
+	if p.RemoteName != "" {
+		return p.RemoteName
+	}
+	return fmt.Sprint(p.Remote)
+}
