@@ -27,3 +27,14 @@ fuzz:
 # Regenerate the JSON Schema of forwards.yaml from the config types.
 schema:
 	$(GO) run ./cmd/kforward schema > forwards.schema.json
+
+# Bring up the local control plane (built on first use), create the demo
+# workloads and run kforward in the foreground. Ctrl-C stops kforward; the
+# cluster stays up until `make demo-down`.
+demo: build
+	$(GO) run ./e2e/cmd/devcluster up
+	$(GO) run ./e2e/cmd/devcluster apply -f examples/demo/workloads.yaml
+	KUBECONFIG=$(CURDIR)/.devcluster/kubeconfig ./bin/kforward run -f examples/demo/forwards.yaml
+
+demo-down:
+	$(GO) run ./e2e/cmd/devcluster down

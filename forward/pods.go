@@ -115,7 +115,7 @@ func pick(pods []*corev1.Pod, name string, current string) *corev1.Pod {
 // service, how its ports map to the pods'.
 type target struct {
 	selector labels.Selector
-	podName  string           // only for a pod target
+	podName  string          // only for a pod target
 	service  *corev1.Service // only for a service target
 }
 
