@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -277,6 +278,12 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		}
 	}
 	current := ""
+	var retired []*tunnel // still carrying connections to a pod no longer chosen
+	defer func() {
+		for _, t := range retired {
+			t.closeWait(context.Canceled)
+		}
+	}()
 	for ctx.Err() == nil {
 		tgt, err := resolve(ctx, f.env.Client, f.env.Namespace, f.spec.Target)
 		if err != nil {
@@ -315,16 +322,15 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		f.setTunnel(nil)
 		switch {
 		case ctx.Err() != nil:
-			t.kill(context.Canceled)
-			t.up.conn.Close()
+			t.closeWait(context.Canceled)
 			return
 		case reason == nil: // pod no longer chosen: move on without delay
 			t.retire()
+			retired = slices.DeleteFunc(append(retired, t), (*tunnel).isDead)
 			current = ""
-			go func() { <-t.dead; t.up.conn.Close() }()
 			continue
 		}
-		t.up.conn.Close()
+		t.closeWait(reason)
 		if time.Since(up) > healthyAfter {
 			b.Reset()
 		}

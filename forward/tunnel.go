@@ -51,6 +51,15 @@ func (t *tunnel) kill(err error) {
 	})
 }
 
+// closeWait kills the tunnel and waits until its connection's goroutines
+// have ended, which they do at once once the TCP connection is closed.
+// (Calling Close on the SPDY connection instead would write a GOAWAY to a
+// possibly dead peer and leave a shutdown goroutine behind for a second.)
+func (t *tunnel) closeWait(err error) {
+	t.kill(err)
+	<-t.up.conn.CloseChan()
+}
+
 func (t *tunnel) isDead() bool {
 	select {
 	case <-t.dead:
