@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -135,7 +136,7 @@ func (f *Forward) listen(ctx context.Context) ([]listener, error) {
 				hostport := net.JoinHostPort(addr, fmt.Sprint(port))
 				ln, err := net.Listen("tcp", hostport)
 				if err != nil {
-					if errors.Is(err, errAddrInUse) || strings.Contains(err.Error(), "address already in use") {
+					if errors.Is(err, syscall.EADDRINUSE) {
 						errs = append(errs, hostport+" is already in use")
 					} else {
 						errs = append(errs, err.Error())

@@ -1,13 +1,10 @@
 package forward
 
 import (
-	"syscall"
 	"time"
 
 	"github.com/kforward/kforward/config"
 )
-
-var errAddrInUse = syscall.EADDRINUSE
 
 // State is where a forward is in its life.
 type State string

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -152,7 +153,7 @@ func (r *Runner) Statuses() []forward.Status {
 	for _, rf := range r.forwards {
 		out = append(out, rf.fwd.Status())
 	}
-	sortStatuses(out)
+	slices.SortFunc(out, func(a, b forward.Status) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
