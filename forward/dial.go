@@ -1,36 +1,57 @@
 package forward
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
-	httpstreamspdy "k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	"github.com/moby/spdystream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 	"k8s.io/client-go/transport/websocket"
+	streamspdy "k8s.io/streaming/pkg/httpstream/spdy"
 
 	"github.com/kforward/kforward/config"
 )
 
-const (
-	portForwardProtocol = "portforward.k8s.io"
-	// spdyPingPeriod keeps idle tunnels from being cut by middleboxes.
-	spdyPingPeriod = 5 * time.Second
-)
+const portForwardProtocol = "portforward.k8s.io"
 
-// upstream is one upgraded connection to a pod, plus the TCP connection it
-// runs on, which can be closed without blocking however dead the peer is.
+// upstream is one upgraded connection to a pod: the SPDY session, run by
+// us directly on spdystream (so that waiting for a stream can end the moment
+// the tunnel dies), and the TCP connection beneath it, which can be closed
+// without blocking however dead the peer is.
 type upstream struct {
-	conn     httpstream.Connection
+	conn     *spdystream.Connection
 	raw      net.Conn
+	served   chan struct{}    // closed once the session's reader has stopped
 	protocol config.Transport // the one that worked
+}
+
+// newUpstream starts a client SPDY session on c. There are no SPDY pings:
+// the forward's health probe, a stream round trip every health.interval,
+// keeps the connection busy and proves far more.
+func newUpstream(c, raw net.Conn, protocol config.Transport) (*upstream, error) {
+	conn, err := spdystream.NewConnection(c, false)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	up := &upstream{conn: conn, raw: raw, served: make(chan struct{}), protocol: protocol}
+	go func() {
+		defer close(up.served)
+		conn.Serve(func(s *spdystream.Stream) { s.Refuse() }) // the pod side opens no streams
+	}()
+	return up, nil
 }
 
 // dial upgrades a port-forward request to the pod. Both transports honour
@@ -72,13 +93,12 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, err
 			return c, err
 		},
 	}
-	rt, err := httpstreamspdy.NewRoundTripperWithConfig(httpstreamspdy.RoundTripperConfig{
-		PingPeriod: spdyPingPeriod, UpgradeTransport: transport,
-	})
+	rt, err := streamspdy.NewRoundTripperWithConfig(streamspdy.RoundTripperConfig{UpgradeTransport: transport})
 	if err != nil {
 		return nil, err
 	}
-	wrapped, err := rest.HTTPWrappersForConfig(cfg, rt)
+	up := &spdyUpgrader{dialer: rt}
+	wrapped, err := rest.HTTPWrappersForConfig(cfg, up) // authentication, user agent
 	if err != nil {
 		return nil, err
 	}
@@ -86,14 +106,79 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, err
 	if err != nil {
 		return nil, err
 	}
-	conn, _, err := spdy.Negotiate(rt, &http.Client{Transport: wrapped}, req, portForwardProtocol)
+	req.Header.Set("X-Stream-Protocol-Version", portForwardProtocol)
+	resp, err := wrapped.RoundTrip(req)
 	if err != nil {
-		if raw != nil {
-			raw.Close()
-		}
 		return nil, err
 	}
-	return &upstream{conn: conn, raw: raw, protocol: config.SPDY}, nil
+	if resp.StatusCode != http.StatusSwitchingProtocols || !strings.EqualFold(resp.Header.Get("Upgrade"), "SPDY/3.1") {
+		err := upgradeError(resp)
+		up.conn.Close()
+		return nil, err
+	}
+	if p := resp.Header.Get("X-Stream-Protocol-Version"); p != portForwardProtocol {
+		up.conn.Close()
+		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
+	}
+	if raw == nil {
+		raw = up.conn
+	}
+	return newUpstream(up.conn, raw, config.SPDY)
+}
+
+// spdyUpgrader sends the upgrade request and keeps the connection, with
+// whatever the server sent after its response.
+type spdyUpgrader struct {
+	dialer *streamspdy.SpdyRoundTripper
+	conn   net.Conn
+}
+
+func (s *spdyUpgrader) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "SPDY/3.1")
+	conn, err := s.dialer.Dial(req) // proxy, TLS, and the request written
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(req.Context(), func() { conn.Close() })
+	defer stop()
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if !stop() {
+		conn.Close()
+		return nil, context.Cause(req.Context())
+	}
+	s.conn = &bufferedConn{Conn: conn, r: br}
+	return resp, nil
+}
+
+// bufferedConn reads what the server sent after the upgrade response first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// upgradeError describes a refused upgrade; an API status (say, the pod's
+// 404) comes back as a StatusError.
+func upgradeError(resp *http.Response) error {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var status metav1.Status
+	if json.Unmarshal(body, &status) == nil && status.Kind == "Status" {
+		return &apierrors.StatusError{ErrStatus: status}
+	}
+	msg := strings.TrimSpace(string(body))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return fmt.Errorf("unable to upgrade connection: %s", msg)
 }
 
 func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, error) {
@@ -114,13 +199,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	tunnel := portforward.NewTunnelingConnection("client", ws)
-	conn, err := httpstreamspdy.NewClientConnectionWithPings(tunnel, spdyPingPeriod)
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return &upstream{conn: conn, raw: raw, protocol: config.WebSocket}, nil
+	return newUpstream(portforward.NewTunnelingConnection("client", ws), raw, config.WebSocket)
 }
 
 func proxyFor(cfg *rest.Config) func(*http.Request) (*url.URL, error) {

@@ -20,6 +20,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -66,9 +68,6 @@ func New(spec config.Forward, env Env) *Forward {
 		log: log.With("forward", spec.Name),
 	}
 }
-
-// healthyAfter is how long a tunnel must stay up for the backoff to reset.
-const healthyAfter = 10 * time.Second
 
 // Run keeps the forward working until ctx ends, then closes its listeners,
 // its upstream and its open connections, and returns once every goroutine it
@@ -279,7 +278,8 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		}
 	}
 	current := ""
-	var retired []*tunnel // still carrying connections to a pod no longer chosen
+	gone := map[types.UID]bool{} // pods the API server answered 404 for
+	var retired []*tunnel        // still carrying connections to a pod no longer chosen
 	defer func() {
 		for _, t := range retired {
 			t.closeWait(context.Canceled)
@@ -294,7 +294,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			}
 			continue
 		}
-		pod := f.waitPod(ctx, pods, tgt, current)
+		pod := f.waitPod(ctx, pods, tgt, current, gone)
 		if pod == nil {
 			return
 		}
@@ -304,8 +304,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 				return
 			}
 			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
-			if apierrors.IsNotFound(err) || strings.Contains(err.Error(), "not found") {
-				continue // the pod just went away: take the next one at once
+			if f.podGone(ctx, pod, err) {
+				gone[pod.UID] = true // the pod just went away: take the next one at once
+				continue
 			}
 			if !wait(b.NextBackOff()) {
 				return
@@ -332,7 +333,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			continue
 		}
 		t.closeWait(reason)
-		if time.Since(up) > healthyAfter {
+		// A tunnel that lasted as long as the longest delay was healthy:
+		// the next failure starts the backoff again from its beginning.
+		if time.Since(up) >= f.spec.Reconnect.Max {
 			b.Reset()
 		}
 		f.mu.Lock()
@@ -345,11 +348,25 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 	}
 }
 
-// waitPod blocks until a usable pod exists and returns it.
-func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string) *corev1.Pod {
+// podGone reports whether a pod that could not be reached has been deleted
+// or replaced, which the watch may not have told yet. The SPDY upgrade
+// error does not carry the API server's 404, so ask.
+func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) bool {
+	if apierrors.IsNotFound(dialErr) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.spec.Health.Timeout)
+	defer cancel()
+	p, err := f.env.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err) || (err == nil && p.UID != pod.UID)
+}
+
+// waitPod blocks until a usable pod that is not gone exists and returns it.
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string, gone map[types.UID]bool) *corev1.Pod {
 	for {
 		changed := pods.Changed()
-		if p := pick(pods.List(tgt.selector), tgt.podName, current); p != nil {
+		list := slices.DeleteFunc(pods.List(tgt.selector), func(p *corev1.Pod) bool { return gone[p.UID] })
+		if p := pick(list, tgt.podName, current); p != nil {
 			return p
 		}
 		f.mu.Lock()

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moby/spdystream"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 )
 
 // errStreamCreate means the tunnel could not open a stream in time: the
@@ -57,7 +57,7 @@ func (t *tunnel) kill(err error) {
 // possibly dead peer and leave a shutdown goroutine behind for a second.)
 func (t *tunnel) closeWait(err error) {
 	t.kill(err)
-	<-t.up.conn.CloseChan()
+	<-t.up.served
 }
 
 func (t *tunnel) isDead() bool {
@@ -104,32 +104,57 @@ func (t *tunnel) retire() {
 	}
 }
 
+// replyPoll is how often a stream waiting for its reply checks whether the
+// tunnel died: spdystream wakes a waiting stream on a reply or a reset, not
+// when its connection closes.
+const replyPoll = 20 * time.Millisecond
+
 // createStream opens one stream, giving up after timeout. A stream that
 // cannot be created in time means the tunnel is dead: kill it.
-func (t *tunnel) createStream(h http.Header, timeout time.Duration) (httpstream.Stream, error) {
+func (t *tunnel) createStream(h http.Header, timeout time.Duration) (*spdystream.Stream, error) {
+	deadline := time.Now().Add(timeout)
 	type result struct {
-		s   httpstream.Stream
+		s   *spdystream.Stream
 		err error
 	}
-	done := make(chan result, 1)
+	// Sending the SYN_STREAM can block behind other writes to a peer that
+	// stopped reading; closing the connection (kill) unblocks it.
+	sent := make(chan result, 1)
 	go func() {
-		s, err := t.up.conn.CreateStream(h)
-		done <- result{s, err}
+		s, err := t.up.conn.CreateStream(h, nil, false)
+		sent <- result{s, err}
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	var r result
 	select {
-	case r := <-done:
-		if r.err != nil {
-			t.kill(fmt.Errorf("create stream: %w", r.err))
-			return nil, fmt.Errorf("%w: %v", errStreamCreate, r.err)
-		}
-		return r.s, nil
+	case r = <-sent:
 	case <-timer.C:
 		t.kill(fmt.Errorf("no stream within %s", timeout))
 		return nil, fmt.Errorf("%w: no answer within %s", errStreamCreate, timeout)
 	case <-t.dead:
 		return nil, fmt.Errorf("%w: %v", errStreamCreate, t.err)
+	}
+	if r.err != nil {
+		t.kill(fmt.Errorf("create stream: %w", r.err))
+		return nil, fmt.Errorf("%w: %v", errStreamCreate, r.err)
+	}
+	for {
+		err := r.s.WaitTimeout(min(replyPoll, max(time.Until(deadline), time.Millisecond)))
+		switch {
+		case err == nil:
+			return r.s, nil
+		case err != spdystream.ErrTimeout:
+			r.s.Reset()
+			return nil, fmt.Errorf("stream refused: %w", err)
+		case t.isDead():
+			r.s.Reset()
+			return nil, fmt.Errorf("%w: %v", errStreamCreate, t.err)
+		case !time.Now().Before(deadline):
+			t.kill(fmt.Errorf("no stream within %s", timeout))
+			r.s.Reset()
+			return nil, fmt.Errorf("%w: no answer within %s", errStreamCreate, timeout)
+		}
 	}
 }
 
@@ -153,7 +178,6 @@ func (t *tunnel) probe(port int, timeout time.Duration) (time.Duration, error) {
 	}
 	rtt := time.Since(start)
 	s.Reset()
-	t.up.conn.RemoveStreams(s)
 	return rtt, nil
 }
 
@@ -175,13 +199,11 @@ func (t *tunnel) pipe(local net.Conn, port int, timeout time.Duration, c *counte
 	data, err := t.createStream(t.headers("data", port, id), timeout)
 	if err != nil {
 		errStream.Reset()
-		t.up.conn.RemoveStreams(errStream)
 		return err
 	}
 	defer func() {
-		data.Reset()
+		data.Reset() // also removes the streams from the connection
 		errStream.Reset()
-		t.up.conn.RemoveStreams(errStream, data)
 	}()
 
 	remoteErr := make(chan error, 1)
@@ -211,19 +233,31 @@ func (t *tunnel) pipe(local net.Conn, port int, timeout time.Duration, c *counte
 		}
 	}()
 
-	// As kubectl does: the connection ends when the pod's side ends, or
-	// when the pod reports an error, or when the tunnel dies.
+	// As kubectl does: the connection ends when the pod's side ends, when
+	// the pod reports an error, or when the tunnel dies. When the pod's side
+	// ends first, its error (say, "connection refused") may still be on its
+	// way on the error stream, which the kubelet closes right after.
 	var result error
-	errs := remoteErr
-	for done := false; !done; {
+	ended, errs := remoteDone, remoteErr
+	var grace <-chan time.Time
+wait:
+	for {
 		select {
-		case <-remoteDone:
-			done = true
-		case err := <-errs:
+		case <-ended:
+			if errs == nil {
+				break wait
+			}
+			ended, grace = nil, time.After(timeout)
+		case result = <-errs:
+			if result != nil || ended == nil {
+				break wait
+			}
 			errs = nil // an empty error stream just means "no error"
-			result, done = err, err != nil
+		case <-grace:
+			break wait
 		case <-t.dead:
-			result, done = fmt.Errorf("tunnel closed: %v", t.err), true
+			result = fmt.Errorf("tunnel closed: %v", t.err)
+			break wait
 		}
 	}
 	local.Close()

@@ -1,0 +1,692 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/moby/spdystream"
+	"go.uber.org/goleak"
+
+	"github.com/kforward/kforward/config"
+)
+
+// Fast tests of one forward against the in-process kubelet of
+// kubelet_test.go: the real port-forward protocol, no cluster. The same
+// behaviours are tested end to end against a real API server in e2e/.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, fakeKubeletGoroutines...) }
+
+// fakeKubeletGoroutines are the fake kubelet's server side, which the
+// forward does not own: spdystream's shutdown after the server's Close
+// (which may wait a second for a peer that is gone), and cri-streaming's
+// watch over a stream pair left incomplete when a test froze or cut the
+// connection. The forward never calls Close and never runs cri-streaming.
+var fakeKubeletGoroutines = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
+	goleak.IgnoreAnyFunction("k8s.io/cri-streaming/pkg/streaming/portforward.(*httpStreamHandler).monitorStreamPair"),
+}
+
+var t0 = time.Now()
+
+// spec is a selector forward (app=web) with short, test-friendly timings.
+func spec(ports ...string) config.Forward {
+	s := config.Forward{
+		Name:           "web",
+		Target:         config.Target{Kind: config.Selector, Selector: map[string]string{"app": "web"}},
+		Addresses:      []string{"127.0.0.1"},
+		Transport:      config.Auto,
+		Reconnect:      config.Backoff{Initial: 50 * time.Millisecond, Max: time.Second},
+		Health:         config.Health{Interval: time.Hour, Timeout: time.Second},
+		ConnectTimeout: 5 * time.Second,
+	}
+	for _, p := range ports {
+		port, err := config.ParsePort(p)
+		if err != nil {
+			panic(err)
+		}
+		s.Ports = append(s.Ports, port)
+	}
+	return s
+}
+
+// start runs a forward until the test ends; stop ends it early and says
+// how long Run took to return.
+func start(t *testing.T, s config.Forward, env Env) (f *Forward, stop func() time.Duration) {
+	t.Helper()
+	f = New(s, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.Run(ctx)
+	}()
+	var once sync.Once
+	var took time.Duration
+	stop = func() time.Duration {
+		once.Do(func() {
+			begin := time.Now()
+			cancel()
+			select {
+			case <-done:
+				took = time.Since(begin)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return 10s after its context ended")
+			}
+		})
+		return took
+	}
+	t.Cleanup(func() { stop() })
+	return f, stop
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitState(t *testing.T, f *Forward, want State) Status {
+	t.Helper()
+	var s Status
+	waitFor(t, 10*time.Second, "state "+string(want), func() bool { s = f.Status(); return s.State == want })
+	return s
+}
+
+// addr returns the forward's first bound address once it is bound.
+func addr(t *testing.T, f *Forward) string {
+	t.Helper()
+	var s Status
+	waitFor(t, 5*time.Second, "bound listeners", func() bool { s = f.Status(); return len(s.Addresses) > 0 })
+	return s.Addresses[0]
+}
+
+// get asks an "http" backend through the forward which pod it is.
+func get(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	_, body, ok := strings.Cut(string(b), "\r\n\r\n")
+	if !ok {
+		return "", fmt.Errorf("no HTTP response: %q", b)
+	}
+	return strings.TrimSpace(body), nil
+}
+
+func mustGet(t *testing.T, addr string) string {
+	t.Helper()
+	pod, err := get(addr)
+	if err != nil {
+		t.Fatalf("GET through %s: %v", addr, err)
+	}
+	return pod
+}
+
+// echo sends msg over c and reads it back.
+func echo(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo: got %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+func connect(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type testLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *testLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *testLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// 1. Listeners are bound once and kept across reconnects and pod changes;
+// a free port is chosen once.
+func TestListenersKeptAcrossReconnectsAndPodChanges(t *testing.T) {
+	k := newFakeKubelet(t)
+	a := k.addPod("a", t0, map[string]int32{"http": 80})
+	pods := newFakePods(a)
+	f, _ := start(t, spec(":http"), k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+	bound := f.Status().Addresses
+	if len(bound) != 1 || strings.HasSuffix(bound[0], ":0") {
+		t.Fatalf("bound %v, want one address with a chosen port", bound)
+	}
+	if pod := mustGet(t, bound[0]); pod != "a" {
+		t.Fatalf("answered by %q, want a", pod)
+	}
+
+	k.drop() // the upstream connection breaks
+	waitFor(t, 5*time.Second, "a reconnect", func() bool { s := f.Status(); return s.Reconnects == 1 && s.State == Active })
+	if pod := mustGet(t, bound[0]); pod != "a" {
+		t.Fatalf("after reconnect answered by %q, want a", pod)
+	}
+
+	pods.put(k.addPod("b", t0.Add(time.Second), map[string]int32{"http": 8080}))
+	pods.put(unready(a))
+	waitFor(t, 5*time.Second, "pod b", func() bool { return f.Status().Pod == "b" })
+	if pod := mustGet(t, bound[0]); pod != "b" {
+		t.Fatalf("after pod change answered by %q, want b", pod)
+	}
+	if now := f.Status().Addresses; !reflect.DeepEqual(now, bound) {
+		t.Fatalf("addresses changed from %v to %v", bound, now)
+	}
+}
+
+// 1. A busy port fails the forward with a clear error, is retried, and is
+// never swapped for another port.
+func TestPortInUseIsRetriedNotMoved(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80}))
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := busy.Addr().(*net.TCPAddr).Port
+	f, _ := start(t, spec(fmt.Sprintf("%d:http", port)), k.env(pods, &testLog{}))
+
+	s := waitState(t, f, Failed)
+	want := fmt.Sprintf("127.0.0.1:%d is already in use", port)
+	if s.LastError != want || len(s.Addresses) != 0 {
+		t.Fatalf("status %q with addresses %v, want error %q and none bound", s.LastError, s.Addresses, want)
+	}
+	time.Sleep(200 * time.Millisecond) // several retries
+	if s := f.Status(); len(s.Addresses) != 0 {
+		t.Fatalf("bound %v while the port was busy", s.Addresses)
+	}
+	busy.Close()
+	waitState(t, f, Active)
+	if got := f.Status().Addresses; len(got) != 1 || got[0] != fmt.Sprintf("127.0.0.1:%d", port) {
+		t.Fatalf("bound %v, want 127.0.0.1:%d", got, port)
+	}
+}
+
+// 2. When the pod goes unready, new connections go to the new ready pod
+// at once; a connection open on the old pod carries on.
+func TestFollowsReadyPod(t *testing.T) {
+	k := newFakeKubelet(t)
+	a := k.addPod("a", t0, map[string]int32{"http": 80, "echo": 7000})
+	pods := newFakePods(a)
+	f, _ := start(t, spec(":http", ":echo"), k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+	web := f.Status().Addresses[0]
+	old := connect(t, f.Status().Addresses[1])
+	if err := echo(old, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	pods.put(k.addPod("b", t0.Add(time.Second), map[string]int32{"http": 8080, "echo": 7001}))
+	ready := time.Now()
+	pods.put(unready(a))
+	for mustGet(t, web) != "b" {
+		if time.Since(ready) > time.Second {
+			t.Fatalf("connections still not on pod b %s after it was ready", time.Since(ready))
+		}
+	}
+	t.Logf("new connections on pod b %s after it was ready", time.Since(ready))
+	if err := echo(old, "after"); err != nil {
+		t.Fatalf("connection opened on pod a broke when b took over: %v", err)
+	}
+}
+
+// 3. A half-close travels both ways: the pod sees EOF and its answer after
+// that still arrives, followed by EOF.
+func TestHalfClose(t *testing.T) {
+	for _, tr := range []config.Transport{config.WebSocket, config.SPDY} {
+		t.Run(string(tr), func(t *testing.T) {
+			k := newFakeKubelet(t)
+			pods := newFakePods(k.addPod("a", t0, map[string]int32{"reply": 9000}))
+			s := spec(":reply")
+			s.Transport = tr
+			f, _ := start(t, s, k.env(pods, &testLog{}))
+			waitState(t, f, Active)
+			c := connect(t, f.Status().Addresses[0])
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "hello")
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != "got 5 bytes" {
+				t.Fatalf("read %q, %v; want the pod's answer to the half-close, then EOF", got, err)
+			}
+		})
+	}
+}
+
+// 3. Streams are removed when their connection ends: after 10,000
+// connections the upgraded connection tracks no stream.
+func TestNoStreamGrowth(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	f, _ := start(t, spec(":echo"), k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+	to := f.Status().Addresses[0]
+
+	const n, workers = 10000, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				c, err := net.Dial("tcp", to)
+				if err == nil {
+					err = echo(c, "x")
+					c.Close()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("connection %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "no active connection", func() bool { return f.Status().Active == 0 })
+	if total := f.Status().Total; total != n {
+		t.Fatalf("forward counted %d connections, want %d", total, n)
+	}
+	f.mu.Lock()
+	conn := f.tun.up.conn
+	f.mu.Unlock()
+	var left int
+	waitFor(t, 5*time.Second, "an empty stream map", func() bool {
+		left = streamCount(conn)
+		return left == 0
+	})
+	t.Logf("after %d connections: %d streams left in the connection", n, left)
+}
+
+// streamCount reads, under its lock, the size of the SPDY session's stream
+// map. Reflection is the only way to see it; this is test code.
+func streamCount(c *spdystream.Connection) int {
+	field := func(v reflect.Value, name string) reflect.Value {
+		f := v.FieldByName(name)
+		return reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
+	}
+	v := reflect.ValueOf(c).Elem()
+	mu := field(v, "streamLock").Interface().(*sync.RWMutex)
+	mu.RLock()
+	defer mu.RUnlock()
+	return field(v, "streams").Len()
+}
+
+// 4. WebSocket first; SPDY when the WebSocket upgrade fails; a pinned
+// transport is used alone.
+func TestTransportFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pinned   config.Transport
+		noWS     bool
+		want     config.Transport
+		requests string // transports of the upgrade requests, in order
+	}{
+		{"auto uses websocket", config.Auto, false, config.WebSocket, "ws"},
+		{"auto falls back to spdy", config.Auto, true, config.SPDY, "ws spdy"},
+		{"pinned spdy", config.SPDY, false, config.SPDY, "spdy"},
+		{"pinned websocket", config.WebSocket, false, config.WebSocket, "ws"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKubelet(t)
+			k.set(func(k *fakeKubelet) { k.noWS = tc.noWS })
+			pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80}))
+			s := spec(":http")
+			s.Transport = tc.pinned
+			f, _ := start(t, s, k.env(pods, &testLog{}))
+			st := waitState(t, f, Active)
+			if st.Transport != tc.want {
+				t.Fatalf("transport %q, want %q", st.Transport, tc.want)
+			}
+			if pod := mustGet(t, st.Addresses[0]); pod != "a" {
+				t.Fatalf("answered by %q", pod)
+			}
+			var seen []string
+			for _, r := range k.upgrades() {
+				seen = append(seen, map[bool]string{true: "ws", false: "spdy"}[r.websocket])
+			}
+			if got := strings.Join(seen, " "); got != tc.requests {
+				t.Fatalf("upgrade requests %q, want %q", got, tc.requests)
+			}
+		})
+	}
+	t.Run("pinned websocket does not fall back", func(t *testing.T) {
+		k := newFakeKubelet(t)
+		k.set(func(k *fakeKubelet) { k.noWS = true })
+		pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80}))
+		s := spec(":http")
+		s.Transport = config.WebSocket
+		f, _ := start(t, s, k.env(pods, &testLog{}))
+		waitFor(t, 5*time.Second, "a failed dial", func() bool { return len(k.upgrades()) >= 2 })
+		for _, r := range k.upgrades() {
+			if !r.websocket {
+				t.Fatal("a pinned websocket forward tried SPDY")
+			}
+		}
+		if s := f.Status(); s.State != Reconnecting || s.LastError == "" {
+			t.Fatalf("status %q %q, want reconnecting with the upgrade error", s.State, s.LastError)
+		}
+	})
+}
+
+// 5. An error from the pod closes that connection only, and is logged with
+// the forward's name.
+func TestErrorIsolation(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	log := &testLog{}
+	f, _ := start(t, spec(":echo", ":7999"), k.env(pods, log))
+	waitState(t, f, Active)
+	good := connect(t, f.Status().Addresses[0])
+	if err := echo(good, "one"); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := connect(t, f.Status().Addresses[1])
+	bad.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(bad, "anyone?")
+	if n, err := bad.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("refused connection: read %d, %v; want EOF", n, err)
+	}
+	waitFor(t, 2*time.Second, "the log line", func() bool {
+		return strings.Contains(log.String(), "connection refused")
+	})
+	t.Log(log.String())
+	line := log.String()[strings.Index(log.String(), "connection refused")-300:]
+	if !strings.Contains(line, "forward=web") {
+		t.Fatalf("log line does not name the forward: %s", line)
+	}
+	if err := echo(good, "two"); err != nil {
+		t.Fatalf("other connection broke: %v", err)
+	}
+	if s := f.Status(); s.State != Active || s.Reconnects != 0 {
+		t.Fatalf("forward %s with %d reconnects after one refused connection", s.State, s.Reconnects)
+	}
+}
+
+// 6. A tunnel that stops answering is found by the next health check within
+// its timeout, dropped, and redialed once the peer answers again.
+func TestDeadTunnelDetected(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80}))
+	s := spec(":http")
+	s.Health = config.Health{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond}
+	f, _ := start(t, s, k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+
+	frozen := time.Now()
+	k.set(func(k *fakeKubelet) { k.fail = true }) // the peer is down for new dials too
+	k.freeze()
+	waitFor(t, 5*time.Second, "the dead tunnel to be dropped", func() bool { return f.Status().Reconnects == 1 })
+	took := time.Since(frozen)
+	t.Logf("dead tunnel dropped %s after the peer froze (interval %s, timeout %s)", took, s.Health.Interval, s.Health.Timeout)
+	if bound := s.Health.Interval + s.Health.Timeout + time.Second; took > bound {
+		t.Fatalf("took %s, want under %s", took, bound)
+	}
+	if st := f.Status(); !strings.Contains(st.LastError, "health check") {
+		t.Fatalf("last error %q, want the failed health check", st.LastError)
+	}
+
+	k.set(func(k *fakeKubelet) { k.fail = false })
+	k.thaw()
+	st := waitState(t, f, Active)
+	if pod := mustGet(t, st.Addresses[0]); pod != "a" {
+		t.Fatalf("answered by %q", pod)
+	}
+}
+
+// 6. A stream that cannot be created in time means the tunnel is dead: the
+// connection is carried by the next tunnel instead of hanging.
+func TestStreamTimeoutRedials(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	s := spec(":echo")
+	s.Health.Timeout = 300 * time.Millisecond // health.interval is an hour: no probe will notice
+	f, _ := start(t, s, k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+
+	k.freeze()
+	c := connect(t, f.Status().Addresses[0])
+	if err := echo(c, "through the next tunnel"); err != nil {
+		t.Fatalf("connection made while the tunnel was dead: %v", err)
+	}
+	if s := f.Status(); s.Reconnects != 1 || !strings.Contains(s.LastError, "no stream within") {
+		t.Fatalf("%d reconnects, last error %q; want the dead tunnel dropped", s.Reconnects, s.LastError)
+	}
+}
+
+// 7. Redials back off exponentially with jitter up to reconnect.max, and
+// start again from reconnect.initial after a healthy period.
+func TestBackoff(t *testing.T) {
+	k := newFakeKubelet(t)
+	k.set(func(k *fakeKubelet) { k.fail = true })
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80}))
+	s := spec(":http")
+	s.Transport = config.SPDY // one request per attempt
+	s.Reconnect = config.Backoff{Initial: 40 * time.Millisecond, Max: 320 * time.Millisecond}
+	f, _ := start(t, s, k.env(pods, &testLog{}))
+	waitFor(t, 10*time.Second, "12 attempts", func() bool { return len(k.upgrades()) >= 12 })
+
+	reqs := k.upgrades()
+	var gaps []time.Duration
+	for i := 1; i < len(reqs); i++ {
+		gaps = append(gaps, reqs[i].at.Sub(reqs[i-1].at))
+	}
+	t.Logf("delays between attempts: %v", gaps)
+	slack := 60 * time.Millisecond
+	if gaps[0] < s.Reconnect.Initial/2 || gaps[0] > s.Reconnect.Initial*3/2+slack {
+		t.Errorf("first delay %s, want initial %s ± 50%%", gaps[0], s.Reconnect.Initial)
+	}
+	longest, distinct := time.Duration(0), map[time.Duration]bool{}
+	for _, g := range gaps {
+		longest = max(longest, g)
+		distinct[g.Round(5*time.Millisecond)] = true
+		if g > s.Reconnect.Max*3/2+slack {
+			t.Errorf("delay %s beyond max %s + 50%% jitter", g, s.Reconnect.Max)
+		}
+	}
+	if longest < s.Reconnect.Max/2 {
+		t.Errorf("longest delay %s: the backoff did not grow towards %s", longest, s.Reconnect.Max)
+	}
+	if len(distinct) < len(gaps)/2 {
+		t.Errorf("delays %v show no jitter", gaps)
+	}
+
+	k.set(func(k *fakeKubelet) { k.fail = false })
+	waitState(t, f, Active)
+	time.Sleep(s.Reconnect.Max + 50*time.Millisecond) // healthy for reconnect.max
+	n := len(k.upgrades())
+	dropped := time.Now()
+	k.drop()
+	waitFor(t, 5*time.Second, "a redial", func() bool { return len(k.upgrades()) > n })
+	if d := k.upgrades()[n].at.Sub(dropped); d > s.Reconnect.Initial*3/2+slack {
+		t.Fatalf("redial %s after a healthy tunnel broke, want the backoff reset to %s", d, s.Reconnect.Initial)
+	}
+}
+
+// 7. A pod that answers 404 has just gone: the next ready pod is used at
+// once, without backing off, and the gone pod is not asked again.
+func TestVanishedPodSkippedAtOnce(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(
+		k.addPod("old", t0, map[string]int32{"http": 80}),
+		k.addPod("new", t0.Add(time.Second), map[string]int32{"http": 80}))
+	k.set(func(k *fakeKubelet) { k.gone["new"] = true })
+	s := spec(":http")
+	s.Transport = config.SPDY
+	s.Reconnect.Initial, s.Reconnect.Max = 5*time.Second, 10*time.Second
+	begin := time.Now()
+	log := &testLog{}
+	f, _ := start(t, s, k.env(pods, log))
+	st := waitState(t, f, Active)
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Fatalf("active after %s: the 404 was backed off (initial %s)", took, s.Reconnect.Initial)
+	}
+	if pod := mustGet(t, st.Addresses[0]); pod != "old" {
+		t.Fatalf("answered by %q, want old", pod)
+	}
+	var asked []string
+	for _, r := range k.upgrades() {
+		asked = append(asked, r.pod)
+	}
+	if got := strings.Join(asked, " "); got != "new old" {
+		t.Fatalf("upgrade requests for %q, want \"new old\"", got)
+	}
+}
+
+// 8. While no pod is ready, a connection waits up to connectTimeout; it is
+// served if a pod becomes ready in time, else closed with a log line.
+func TestConnectionWaitsForPod(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods()
+	log := &testLog{}
+	s := spec(":echo")
+	s.ConnectTimeout = 300 * time.Millisecond
+	f, _ := start(t, s, k.env(pods, log))
+	waitState(t, f, WaitingForPod)
+
+	c := connect(t, addr(t, f))
+	begin := time.Now()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read %d, %v; want EOF after connectTimeout", n, err)
+	}
+	if waited := time.Since(begin); waited < s.ConnectTimeout || waited > s.ConnectTimeout+time.Second {
+		t.Fatalf("closed after %s, want connectTimeout %s", waited, s.ConnectTimeout)
+	}
+	waitFor(t, time.Second, "the log line", func() bool { return strings.Contains(log.String(), "no ready pod") })
+
+	k2 := newFakeKubelet(t)
+	s.ConnectTimeout = 5 * time.Second
+	f2, _ := start(t, s, k2.env(newFakePods(), &testLog{}))
+	c2 := connect(t, addr(t, f2))
+	time.Sleep(300 * time.Millisecond)
+	f2.env.Pods.(*fakePods).put(k2.addPod("a", t0, map[string]int32{"echo": 7000}))
+	if err := echo(c2, "waited"); err != nil {
+		t.Fatalf("connection that waited for the pod: %v", err)
+	}
+}
+
+// 9. Stop returns at once even with a frozen peer and a connection open on
+// it, and leaves no goroutine behind.
+func TestStopWithFrozenPeer(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	before := goleak.IgnoreCurrent() // the fake kubelet's own listeners
+	f, stop := start(t, spec(":echo"), k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+	c := connect(t, f.Status().Addresses[0])
+	if err := echo(c, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	k.freeze()
+	io.WriteString(c, "into the void")
+	took := stop()
+	t.Logf("Run returned %s after stop", took)
+	if took > time.Second {
+		t.Fatalf("Run took %s to return with a frozen peer", took)
+	}
+	c.SetDeadline(time.Now().Add(time.Second))
+	// Closed: EOF, or a reset since the forward never read what was sent.
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("open connection after stop: %v, want it closed", err)
+	}
+	k.close()
+	goleak.VerifyNone(t, append(fakeKubeletGoroutines, before)...)
+}
+
+// 10. Status reports what the forward is doing.
+func TestStatus(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	s := spec(":echo")
+	s.Health.Interval = 50 * time.Millisecond
+	f, _ := start(t, s, k.env(pods, &testLog{}))
+	if st := f.Status(); st.Name != "web" || (st.State != Starting && st.State != WaitingForPod && st.State != Active) {
+		t.Fatalf("initial status %+v", st)
+	}
+	waitState(t, f, Active)
+	c := connect(t, f.Status().Addresses[0])
+	if err := echo(c, "12345"); err != nil {
+		t.Fatal(err)
+	}
+	c2 := connect(t, f.Status().Addresses[0])
+	if err := echo(c2, "123"); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	waitFor(t, 2*time.Second, "a health check", func() bool { return f.Status().HealthRTT > 0 })
+	waitFor(t, 2*time.Second, "one active connection", func() bool { return f.Status().Active == 1 })
+
+	st := f.Status()
+	want := Status{Name: "web", State: Active, Addresses: st.Addresses, Pod: "a", Transport: config.WebSocket,
+		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT}
+	if !reflect.DeepEqual(st, want) {
+		t.Fatalf("status\n %+v\nwant\n %+v", st, want)
+	}
+	if len(st.Addresses) != 1 || !strings.HasPrefix(st.Addresses[0], "127.0.0.1:") {
+		t.Fatalf("addresses %v", st.Addresses)
+	}
+
+	before := time.Now()
+	k.drop()
+	waitFor(t, 5*time.Second, "a reconnect", func() bool { s := f.Status(); return s.Reconnects == 1 && s.State == Active })
+	st = f.Status()
+	if st.LastError == "" || st.LastErrorAt.Before(before) {
+		t.Fatalf("last error %q at %s, want the dropped tunnel after %s", st.LastError, st.LastErrorAt, before)
+	}
+}
