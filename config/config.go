@@ -118,6 +118,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseFile(path, data)
+}
+
+// ParseFile is Load for a file already read: data as read from path.
+func ParseFile(path string, data []byte) (*Config, error) {
 	cfg, err := Parse(data)
 	if err != nil {
 		for _, e := range Errors(err) {

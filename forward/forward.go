@@ -47,6 +47,8 @@ type Forward struct {
 
 	mu         sync.Mutex
 	state      State
+	lns        []listener
+	draining   bool // StopAccepting was called
 	addrs      []string
 	tun        *tunnel
 	tunChanged chan struct{} // closed when tun changes
@@ -82,6 +84,12 @@ func (f *Forward) Run(ctx context.Context) error {
 	if err != nil {
 		return err // ctx ended while ports were busy
 	}
+	f.mu.Lock()
+	f.lns = lns
+	if f.draining {
+		closeAll(lns)
+	}
+	f.mu.Unlock()
 	conns := newConnSet()
 	for _, l := range lns {
 		wg.Add(1)
@@ -92,9 +100,7 @@ func (f *Forward) Run(ctx context.Context) error {
 	}
 	go func() {
 		<-ctx.Done()
-		for _, l := range lns {
-			l.ln.Close()
-		}
+		closeAll(lns)
 		conns.closeAll()
 	}()
 
@@ -113,6 +119,21 @@ func (f *Forward) Run(ctx context.Context) error {
 type listener struct {
 	ln   net.Listener
 	port config.Port
+}
+
+func closeAll(lns []listener) {
+	for _, l := range lns {
+		l.ln.Close()
+	}
+}
+
+// StopAccepting closes the forward's listeners; open connections carry on
+// until Run's context ends. A graceful shutdown calls it first.
+func (f *Forward) StopAccepting() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.draining = true
+	closeAll(f.lns)
 }
 
 // listen binds every address × port. A port that cannot be bound fails the
@@ -184,7 +205,10 @@ func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sy
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
+			f.mu.Lock()
+			draining := f.draining
+			f.mu.Unlock()
+			if ctx.Err() == nil && !draining {
 				f.fail(Failed, fmt.Errorf("accept on %s: %w", l.ln.Addr(), err))
 			}
 			return

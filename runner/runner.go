@@ -1,6 +1,7 @@
-// Package runner turns a forwards file into running forwards: it shares one
-// API client per (kubeconfig, context) and one pod watch per namespace, and
-// reports what every forward is doing.
+// Package runner runs the forwards of a file and keeps them in step with
+// it: it starts them all, watches the file, and applies every valid edit as
+// a diff by forward name. Forwards share one API client per (kubeconfig,
+// context) and one pod watch per namespace.
 package runner
 
 import (
@@ -13,88 +14,209 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward"
 )
 
-// Runner runs the forwards of one file.
+// Forward is a forward as the runner drives it; *forward.Forward is one.
+type Forward interface {
+	Run(ctx context.Context) error
+	Status() forward.Status
+	StopAccepting()
+}
+
+// Options configure a Runner.
+type Options struct {
+	File   string          // the forwards file; its directory is watched
+	Out    io.Writer       // one line per forward on start and after each reload
+	Log    *slog.Logger    // nil: slog.Default()
+	Reload <-chan struct{} // each receive reloads the file (SIGHUP)
+	Grace  time.Duration   // on shutdown, how long open connections may finish
+}
+
+// Runner runs the forwards of one file. Create it with New, run it with Run.
 type Runner struct {
-	out io.Writer // one line per forward on start
-	log *slog.Logger
+	opts Options
+	log  *slog.Logger
+	// start resolves a forward's cluster and builds it; ctx is the
+	// forward's life, runCtx the runner's (shared watches live that long).
+	start func(ctx, runCtx context.Context, spec config.Forward) (Forward, error)
 
 	mu       sync.Mutex
-	clients  map[clientKey]*client
-	watches  map[watchKey]*forward.PodWatch
 	forwards map[string]*running
 }
 
-type clientKey struct{ kubeconfig, context string }
-type watchKey struct {
-	clientKey
-	namespace string
-}
-
-type client struct {
-	config    *rest.Config
-	client    kubernetes.Interface
-	namespace string // the context's namespace
-}
-
+// running is one started forward.
 type running struct {
 	spec   config.Forward
-	fwd    *forward.Forward
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed when its goroutine has returned
+
+	mu  sync.Mutex
+	fwd Forward // nil until its cluster is resolved
+	err error   // why it is not running
 }
 
-// New returns a runner that prints forward summaries to out and logs to log.
-func New(out io.Writer, log *slog.Logger) *Runner {
-	return &Runner{out: out, log: log, clients: map[clientKey]*client{},
-		watches: map[watchKey]*forward.PodWatch{}, forwards: map[string]*running{}}
+func (rf *running) state() (Forward, error) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	return rf.fwd, rf.err
 }
 
-// Run starts every forward of cfg and keeps them running until ctx ends,
-// then stops them all and returns once they have stopped.
-func (r *Runner) Run(ctx context.Context, cfg *config.Config) error {
-	for _, spec := range cfg.Forwards {
-		r.start(ctx, spec)
+// New returns a runner for opts.File.
+func New(opts Options) *Runner {
+	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}}
+	if r.log == nil {
+		r.log = slog.Default()
 	}
-	r.printSummary(ctx)
-	<-ctx.Done()
-	r.stopAll()
-	return nil
+	if r.opts.Out == nil {
+		r.opts.Out = io.Discard
+	}
+	c := newClusters()
+	r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, error) {
+		env, err := c.env(ctx, runCtx, spec)
+		if err != nil {
+			return nil, err
+		}
+		env.Log = r.log
+		return forward.New(spec, env), nil
+	}
+	return r
 }
 
-// start starts one forward; a forward that cannot start is reported and
-// does not affect the others.
-func (r *Runner) start(ctx context.Context, spec config.Forward) {
-	env, err := r.env(ctx, spec)
+// Run loads the file and starts every forward in it, then applies each
+// change to the file until ctx ends; then it stops accepting connections,
+// gives open ones the grace period, and stops every forward. An invalid
+// file at start is an error (see config.Errors); later it changes nothing.
+func (r *Runner) Run(ctx context.Context) error {
+	f, err := watchFile(r.opts.File)
 	if err != nil {
-		r.log.Error("cannot start forward", "forward", spec.Name, "err", err)
-		return
+		return err
 	}
+	defer f.close()
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	r.apply(ctx, cfg)
+	r.printSummary(ctx)
+	err = f.run(ctx, r.opts.Reload, r.log, func(cfg *config.Config) {
+		c := r.apply(ctx, cfg)
+		r.log.Info("reloaded", "file", r.opts.File, "added", c.added, "removed", c.removed, "restarted", c.restarted, "unchanged", c.unchanged)
+		r.printSummary(ctx)
+	})
+	r.shutdown()
+	return err
+}
+
+type changes struct{ added, removed, restarted, unchanged int }
+
+// apply makes the running forwards those of cfg, by name: removed ones
+// stop, changed ones (and ones that could not start) restart, new ones
+// start, and unchanged ones are not touched.
+func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
+	var c changes
+	r.mu.Lock()
+	want := map[string]bool{}
+	for _, s := range cfg.Forwards {
+		want[s.Name] = true
+	}
+	var stop []*running
+	restart := map[string]bool{}
+	for _, s := range cfg.Forwards {
+		rf, ok := r.forwards[s.Name]
+		if !ok {
+			continue
+		}
+		if _, err := rf.state(); err == nil && rf.spec.Equal(s) {
+			c.unchanged++
+			want[s.Name] = false
+			continue
+		}
+		restart[s.Name] = true
+		stop = append(stop, rf)
+		delete(r.forwards, s.Name)
+	}
+	for name, rf := range r.forwards {
+		if _, ok := want[name]; !ok {
+			c.removed++
+			stop = append(stop, rf)
+			delete(r.forwards, name)
+		}
+	}
+	r.mu.Unlock()
+
+	stopAll(stop, 0) // first: a changed forward may keep its local port
+	for _, s := range cfg.Forwards {
+		if !want[s.Name] {
+			continue
+		}
+		if restart[s.Name] {
+			c.restarted++
+		} else {
+			c.added++
+		}
+		r.startOne(ctx, s)
+	}
+	return c
+}
+
+// startOne starts one forward in its own goroutine: one that cannot start
+// (unknown context, unreachable cluster, no access) is reported and does
+// not hold up or affect the others.
+func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 	fctx, cancel := context.WithCancel(ctx)
-	rf := &running{spec: spec, fwd: forward.New(spec, env), cancel: cancel, done: make(chan struct{})}
+	rf := &running{spec: spec, cancel: cancel, done: make(chan struct{})}
 	r.mu.Lock()
 	r.forwards[spec.Name] = rf
 	r.mu.Unlock()
 	go func() {
 		defer close(rf.done)
-		if err := rf.fwd.Run(fctx); err != nil && fctx.Err() == nil {
+		f, err := r.start(fctx, ctx, spec)
+		rf.mu.Lock()
+		rf.fwd, rf.err = f, err
+		rf.mu.Unlock()
+		if err != nil {
+			if fctx.Err() == nil {
+				r.log.Error("cannot start forward", "forward", spec.Name, "err", err)
+			}
+			return
+		}
+		if err := f.Run(fctx); err != nil && fctx.Err() == nil {
+			rf.mu.Lock()
+			rf.err = err
+			rf.mu.Unlock()
 			r.log.Error("forward stopped", "forward", spec.Name, "err", err)
 		}
 	}()
 }
 
-func (r *Runner) stopAll() {
+// shutdown stops every forward, giving open connections the grace period.
+func (r *Runner) shutdown() {
 	r.mu.Lock()
-	all := r.forwards
+	var all []*running
+	for _, rf := range r.forwards {
+		all = append(all, rf)
+	}
 	r.forwards = map[string]*running{}
 	r.mu.Unlock()
+	if open := activeConnections(all); open > 0 && r.opts.Grace > 0 {
+		r.log.Info("stopping: waiting for open connections", "connections", open, "grace", r.opts.Grace.String())
+	}
+	stopAll(all, r.opts.Grace)
+}
+
+// stopAll stops accepting on every forward, waits up to grace for their open
+// connections to end, then stops them and waits until they have stopped.
+func stopAll(all []*running, grace time.Duration) {
+	for _, rf := range all {
+		if f, _ := rf.state(); f != nil {
+			f.StopAccepting()
+		}
+	}
+	for deadline := time.Now().Add(grace); activeConnections(all) > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, rf := range all {
 		rf.cancel()
 	}
@@ -103,87 +225,79 @@ func (r *Runner) stopAll() {
 	}
 }
 
-// env finds or creates the shared client and pod watch for a forward.
-func (r *Runner) env(ctx context.Context, spec config.Forward) (forward.Env, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ck := clientKey{spec.Kubeconfig, spec.Context}
-	c, ok := r.clients[ck]
-	if !ok {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = spec.Kubeconfig
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: spec.Context})
-		cfg, err := cc.ClientConfig()
-		if err != nil {
-			return forward.Env{}, err
+func activeConnections(all []*running) int64 {
+	var n int64
+	for _, rf := range all {
+		if f, _ := rf.state(); f != nil {
+			n += f.Status().Active
 		}
-		ns, _, err := cc.Namespace()
-		if err != nil {
-			return forward.Env{}, err
-		}
-		cs, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			return forward.Env{}, err
-		}
-		c = &client{config: cfg, client: cs, namespace: ns}
-		r.clients[ck] = c
 	}
-	ns := spec.Namespace
-	if ns == "" {
-		ns = c.namespace
-	}
-	wk := watchKey{ck, ns}
-	w, ok := r.watches[wk]
-	if !ok {
-		var err error
-		// The watch lives as long as the runner: forwards come and go.
-		if w, err = forward.WatchPods(ctx, c.client, ns); err != nil {
-			return forward.Env{}, err
-		}
-		r.watches[wk] = w
-	}
-	return forward.Env{Config: c.config, Client: c.client, Namespace: ns, Pods: w, Log: r.log}, nil
+	return n
 }
 
 // Statuses returns a snapshot of every forward, sorted by name.
 func (r *Runner) Statuses() []forward.Status {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []forward.Status
+	all := make([]*running, 0, len(r.forwards))
 	for _, rf := range r.forwards {
-		out = append(out, rf.fwd.Status())
+		all = append(all, rf)
+	}
+	r.mu.Unlock()
+	out := make([]forward.Status, 0, len(all))
+	for _, rf := range all {
+		out = append(out, rf.status())
 	}
 	slices.SortFunc(out, func(a, b forward.Status) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
+func (rf *running) status() forward.Status {
+	f, err := rf.state()
+	switch {
+	case err != nil && f == nil:
+		return forward.Status{Name: rf.spec.Name, State: forward.Failed, LastError: err.Error()}
+	case f == nil:
+		return forward.Status{Name: rf.spec.Name, State: forward.Starting}
+	}
+	s := f.Status()
+	if err != nil {
+		s.State, s.LastError = forward.Failed, err.Error()
+	}
+	return s
+}
+
 // printSummary prints one line per forward once its listeners are bound
-// (so a free port's chosen number is visible), waiting at most a moment.
+// (so a free port's chosen number is visible) or it has failed, waiting at
+// most a moment.
 func (r *Runner) printSummary(ctx context.Context) {
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		bound := true
+		settled := true
 		for _, s := range r.Statuses() {
 			if len(s.Addresses) == 0 && s.State != forward.Failed {
-				bound = false
+				settled = false
 			}
 		}
-		if bound {
+		if settled {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	r.mu.Lock()
-	specs := map[string]config.Forward{}
+	targets := map[string]string{}
 	for name, rf := range r.forwards {
-		specs[name] = rf.spec
+		targets[name] = rf.spec.Target.String()
 	}
 	r.mu.Unlock()
 	for _, s := range r.Statuses() {
 		addrs := strings.Join(s.Addresses, ", ")
-		if addrs == "" {
-			addrs = "(not bound: " + s.LastError + ")"
+		switch {
+		case addrs != "":
+		case s.LastError != "":
+			addrs = "(not running: " + s.LastError + ")"
+		default:
+			addrs = "(starting)"
 		}
-		fmt.Fprintf(r.out, "%-20s %s -> %s\n", s.Name, addrs, specs[s.Name].Target)
+		fmt.Fprintf(r.opts.Out, "%-20s %s -> %s\n", s.Name, addrs, targets[s.Name])
 	}
 }

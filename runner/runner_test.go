@@ -1,0 +1,454 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/forward"
+)
+
+// Fast tests of the runner's lifecycle with stand-in forwards; e2e/ runs
+// the same behaviours with real forwards against a real API server.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeForward is a forward that only records what the runner did to it.
+type fakeForward struct {
+	spec      config.Forward
+	started   time.Time
+	active    atomic.Int64
+	accepting atomic.Bool
+	stopped   chan struct{} // closed when Run returns
+}
+
+func (f *fakeForward) Run(ctx context.Context) error {
+	<-ctx.Done()
+	close(f.stopped)
+	return nil
+}
+
+func (f *fakeForward) Status() forward.Status {
+	return forward.Status{Name: f.spec.Name, State: forward.Active, Active: f.active.Load(),
+		Addresses: []string{fmt.Sprintf("127.0.0.1:%d", f.spec.Ports[0].Local)}}
+}
+
+func (f *fakeForward) StopAccepting() { f.accepting.Store(false) }
+
+func (f *fakeForward) isStopped() bool {
+	select {
+	case <-f.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+type harness struct {
+	t      *testing.T
+	file   string
+	log    *syncBuffer
+	out    *syncBuffer
+	reload chan struct{}
+	r      *Runner
+	stop   func() error
+
+	mu      sync.Mutex
+	started []*fakeForward
+}
+
+// run starts a runner on a file with content; forwards whose context is
+// "missing" cannot start.
+func run(t *testing.T, content string, grace time.Duration) *harness {
+	t.Helper()
+	h := &harness{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
+	h.write(content)
+	h.r = New(Options{File: h.file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
+	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
+		if spec.Context == "missing" {
+			return nil, errors.New(`context "missing" does not exist`)
+		}
+		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{})}
+		f.accepting.Store(true)
+		h.mu.Lock()
+		h.started = append(h.started, f)
+		h.mu.Unlock()
+		return f, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.r.Run(ctx) }()
+	var once sync.Once
+	var err error
+	h.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return 10s after its context ended")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { h.stop() })
+	h.waitFor("the start summary", func() bool { return strings.Count(h.out.String(), "\n") >= strings.Count(content, "name:") })
+	return h
+}
+
+// forwardsFile is a file with a pod forward per name, on the given local port.
+func forwardsFile(ports map[string]int, extra ...string) string {
+	names := make([]string, 0, len(ports))
+	for n := range ports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("forwards:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  - name: %s\n    pod: %s\n    ports: [\"%d:80\"]\n", n, n, ports[n])
+	}
+	for _, e := range extra {
+		b.WriteString(e)
+	}
+	return b.String()
+}
+
+func (h *harness) write(content string) {
+	h.t.Helper()
+	if err := os.WriteFile(h.file, []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s; log:\n%s", what, h.log.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// current returns the running instance of each forward, by name.
+func (h *harness) current() map[string]*fakeForward {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := map[string]*fakeForward{}
+	for _, f := range h.started {
+		if !f.isStopped() {
+			m[f.spec.Name] = f
+		}
+	}
+	return m
+}
+
+func (h *harness) startCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.started)
+}
+
+func (h *harness) reloads() int { return strings.Count(h.log.String(), "msg=reloaded") }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// 1. Every forward starts; one that cannot start is reported with its
+// reason and the others run.
+func TestStartIsolatesFailures(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001, "c": 9003},
+		"  - name: b\n    pod: b\n    context: missing\n    ports: [\"9002:80\"]\n"), 0)
+	if got := h.current(); len(got) != 2 || got["a"] == nil || got["c"] == nil {
+		t.Fatalf("running %v, want a and c", got)
+	}
+	var states []string
+	for _, s := range h.r.Statuses() {
+		states = append(states, fmt.Sprintf("%s=%s %s", s.Name, s.State, s.LastError))
+	}
+	want := []string{"a=active ", `b=failed context "missing" does not exist`, "c=active "}
+	if strings.Join(states, "|") != strings.Join(want, "|") {
+		t.Fatalf("statuses %q, want %q", states, want)
+	}
+	out := h.out.String()
+	for _, line := range []string{"a                    127.0.0.1:9001 -> pod/a", `b                    (not running: context "missing" does not exist) -> pod/b`} {
+		if !strings.Contains(out, line+"\n") {
+			t.Errorf("summary lacks %q:\n%s", line, out)
+		}
+	}
+	if !strings.Contains(h.log.String(), `msg="cannot start forward" forward=b`) {
+		t.Errorf("no log line for b:\n%s", h.log.String())
+	}
+}
+
+// 3. A reload is a diff by name: added start, removed stop, changed
+// restart, unchanged are not touched; then the summary is printed again.
+func TestReloadIsADiffByName(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"same": 9001, "changed": 9002, "removed": 9003}), 0)
+	before := h.current()
+
+	h.write(forwardsFile(map[string]int{"same": 9001, "changed": 9012, "added": 9004}))
+	h.waitFor("the reload", func() bool { return h.reloads() == 1 })
+	after := h.current()
+	if after["same"] != before["same"] {
+		t.Error("the unchanged forward was restarted")
+	}
+	if !before["changed"].isStopped() || after["changed"] == nil || after["changed"].spec.Ports[0].Local != 9012 {
+		t.Error("the changed forward was not restarted with its new spec")
+	}
+	if !before["removed"].isStopped() || after["removed"] != nil {
+		t.Error("the removed forward still runs")
+	}
+	if after["added"] == nil {
+		t.Error("the added forward did not start")
+	}
+	if h.startCount() != 5 {
+		t.Errorf("%d starts, want 5 (3, then changed and added)", h.startCount())
+	}
+	if !strings.Contains(h.log.String(), "added=1 removed=1 restarted=1 unchanged=1") {
+		t.Errorf("reload log line:\n%s", h.log.String())
+	}
+	h.waitFor("the second summary", func() bool { return strings.Contains(h.out.String(), "added                127.0.0.1:9004 -> pod/added") })
+}
+
+// 2. Every way of saving a file is seen: in place, truncate and write, cp
+// over it, an editor's rename over it, and a ConfigMap's symlink swap.
+func TestReloadOnEverySave(t *testing.T) {
+	saves := map[string]func(t *testing.T, path, content string){
+		"write in place": func(t *testing.T, path, content string) {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.WriteString(content) // the new content is longer
+		},
+		"truncate and write": func(t *testing.T, path, content string) {
+			os.WriteFile(path, []byte(content), 0o644)
+		},
+		"cp over it": func(t *testing.T, path, content string) {
+			src := filepath.Join(t.TempDir(), "new.yaml")
+			os.WriteFile(src, []byte(content), 0o644)
+			if out, err := exec.Command("cp", src, path).CombinedOutput(); err != nil {
+				t.Fatalf("cp: %v %s", err, out)
+			}
+		},
+		"rename over it": func(t *testing.T, path, content string) {
+			tmp := path + ".tmp~"
+			os.WriteFile(tmp, []byte(content), 0o644)
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, save := range saves {
+		t.Run(name, func(t *testing.T) {
+			h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+			begin := time.Now()
+			save(t, h.file, forwardsFile(map[string]int{"a": 9001, "b": 9002}))
+			h.waitFor("forward b", func() bool { return h.current()["b"] != nil })
+			t.Logf("saved to started in %s", h.current()["b"].started.Sub(begin))
+		})
+	}
+	t.Run("configmap symlink swap", func(t *testing.T) {
+		// As the kubelet mounts a ConfigMap: forwards.yaml -> ..data/forwards.yaml,
+		// ..data -> ..v1; an update writes ..v2 and renames a new ..data link over the old.
+		dir := t.TempDir()
+		version := func(name, content string) {
+			os.MkdirAll(filepath.Join(dir, name), 0o755)
+			os.WriteFile(filepath.Join(dir, name, "forwards.yaml"), []byte(content), 0o644)
+		}
+		version("..v1", forwardsFile(map[string]int{"a": 9001}))
+		os.Symlink("..v1", filepath.Join(dir, "..data"))
+		os.Symlink("..data/forwards.yaml", filepath.Join(dir, "forwards.yaml"))
+
+		h2 := runAt(t, filepath.Join(dir, "forwards.yaml"))
+		version("..v2", forwardsFile(map[string]int{"a": 9001, "b": 9002}))
+		os.Symlink("..v2", filepath.Join(dir, "..data_tmp"))
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		os.RemoveAll(filepath.Join(dir, "..v1"))
+		h2.waitFor("forward b", func() bool { return h2.current()["b"] != nil })
+		if h2.current()["a"].isStopped() || h2.startCount() != 2 {
+			t.Error("the unchanged forward was restarted")
+		}
+	})
+}
+
+// runAt is run for a file that already exists.
+func runAt(t *testing.T, path string) *harness {
+	content, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, file: path, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
+	h.r = New(Options{File: path, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload})
+	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
+		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{})}
+		h.mu.Lock()
+		h.started = append(h.started, f)
+		h.mu.Unlock()
+		return f, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h.waitFor("the start", func() bool { return h.startCount() == strings.Count(string(content), "name:") })
+	return h
+}
+
+// 4. An invalid edit changes nothing and says where and what; the next
+// change is applied.
+func TestBadEditChangesNothing(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001, "b": 9002}), 0)
+	before := h.current()
+	h.write(forwardsFile(map[string]int{"a": 9001}) + "  - name: c\n    pod: c\n    prots: [\"9003:80\"]\n")
+	h.waitFor("the error", func() bool { return strings.Contains(h.log.String(), "invalid forwards file") })
+	if !strings.Contains(h.log.String(), h.file+`:7:5: unknown key \"prots\"`) {
+		t.Fatalf("the log does not say file:line:col and what:\n%s", h.log.String())
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := h.current(); len(got) != 2 || got["a"] != before["a"] || got["b"] != before["b"] || h.startCount() != 2 {
+		t.Fatalf("a bad edit changed the forwards: %v", got)
+	}
+
+	h.write(forwardsFile(map[string]int{"a": 9001, "c": 9003}))
+	h.waitFor("the fixed file applied", func() bool { return h.current()["c"] != nil && h.current()["b"] == nil })
+	if h.current()["a"] != before["a"] {
+		t.Error("the unchanged forward was restarted")
+	}
+}
+
+// 4. A deleted file keeps everything running and says so; re-creating it
+// reloads.
+func TestDeletedFileKeepsForwards(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+	a := h.current()["a"]
+	if err := os.Remove(h.file); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the warning", func() bool { return strings.Contains(h.log.String(), "the forwards file is gone") })
+	time.Sleep(100 * time.Millisecond)
+	if a.isStopped() {
+		t.Fatal("deleting the file stopped a forward")
+	}
+	h.write(forwardsFile(map[string]int{"a": 9001, "b": 9002}))
+	h.waitFor("forward b", func() bool { return h.current()["b"] != nil })
+	if h.current()["a"] != a {
+		t.Error("the unchanged forward was restarted")
+	}
+}
+
+// 2. A burst of writes is one reload, of the last content.
+func TestReloadDebounced(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+	for i := range 20 {
+		h.write(forwardsFile(map[string]int{"a": 9001, "b": 9100 + i}))
+	}
+	h.waitFor("the last content", func() bool { f := h.current()["b"]; return f != nil && f.spec.Ports[0].Local == 9119 })
+	time.Sleep(100 * time.Millisecond)
+	if n := h.reloads(); n > 2 {
+		t.Fatalf("%d reloads for one burst of 20 writes", n)
+	}
+}
+
+// 2. A reload signal re-reads the file even if it did not change, which
+// retries forwards that could not start.
+func TestReloadSignal(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001}, "  - name: b\n    pod: b\n    context: missing\n    ports: [\"9002:80\"]\n"), 0)
+	a := h.current()["a"]
+	var tries atomic.Int32
+	start := h.r.start
+	h.r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, error) {
+		tries.Add(1)
+		return start(ctx, runCtx, spec)
+	}
+	h.reload <- struct{}{}
+	h.waitFor("the reload", func() bool { return h.reloads() == 1 })
+	if !strings.Contains(h.log.String(), "reloading on signal") || !strings.Contains(h.log.String(), "restarted=1 unchanged=1") {
+		t.Fatalf("log:\n%s", h.log.String())
+	}
+	if tries.Load() != 1 || h.current()["a"] != a {
+		t.Fatalf("%d start attempts, a restarted: %v; want b retried and a untouched", tries.Load(), h.current()["a"] != a)
+	}
+}
+
+// 7. Shutdown stops accepting first, waits for open connections up to the
+// grace period, then stops every forward.
+func TestShutdownGrace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	t.Run("connections outlast the grace period", func(t *testing.T) {
+		h := run(t, forwardsFile(map[string]int{"a": 9001}), grace)
+		a := h.current()["a"]
+		a.active.Store(1)
+		begin := time.Now()
+		if err := h.stop(); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(begin)
+		if a.accepting.Load() || !a.isStopped() {
+			t.Fatal("the forward still accepts or runs")
+		}
+		if took < grace || took > grace+time.Second {
+			t.Fatalf("shutdown took %s, want the grace period %s", took, grace)
+		}
+	})
+	t.Run("connections end early", func(t *testing.T) {
+		h := run(t, forwardsFile(map[string]int{"a": 9001}), 10*time.Second)
+		a := h.current()["a"]
+		a.active.Store(1)
+		time.AfterFunc(100*time.Millisecond, func() { a.active.Store(0) })
+		begin := time.Now()
+		h.stop()
+		if took := time.Since(begin); took > 2*time.Second {
+			t.Fatalf("shutdown took %s after the last connection ended at 100ms", took)
+		}
+	})
+}
+
+// An invalid file at start is an error with every problem, and starts nothing.
+func TestInvalidFileAtStart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	os.WriteFile(file, []byte("forwards:\n  - pod: a\n    ports: [\"x\"]\n"), 0o644)
+	r := New(Options{File: file})
+	r.start = func(context.Context, context.Context, config.Forward) (Forward, error) {
+		t.Fatal("started a forward from an invalid file")
+		return nil, nil
+	}
+	err := r.Run(context.Background())
+	if errs := config.Errors(err); len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), file+":3:13: ") {
+		t.Fatalf("error %v", err)
+	}
+}
