@@ -238,7 +238,9 @@ func TestReloadIsADiffByName(t *testing.T) {
 	if !strings.Contains(h.log.String(), "added=1 removed=1 restarted=1 unchanged=1") {
 		t.Errorf("reload log line:\n%s", h.log.String())
 	}
-	h.waitFor("the second summary", func() bool { return strings.Contains(h.out.String(), "added                127.0.0.1:9004 -> pod/added") })
+	h.waitFor("the second summary", func() bool {
+		return strings.Contains(h.out.String(), "added                127.0.0.1:9004 -> pod/added")
+	})
 }
 
 // 2. Every way of saving a file is seen: in place, truncate and write, cp

@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/klog/v2"
 )
 
 func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -70,5 +74,68 @@ func TestUnknownCommand(t *testing.T) {
 	code, out, errOut := runMain(t, "frobnicate")
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, "error: unknown command \"frobnicate\"") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// client-go logs through klog; a run routes it into its own log, in the
+// chosen format, and nothing reaches stderr directly.
+func TestLogFormatsAndKlogRouting(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	defer func() { os.Stderr = stderr }()
+
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "json", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("from kforward")
+	klog.InfoS("from client-go", "resource", "pods")
+	klog.V(1).InfoS("too detailed")
+	log.Debug("hidden without -v")
+	klog.Flush()
+	os.Stderr = stderr
+	w.Close()
+	stray, _ := io.ReadAll(r)
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log:\n%s\nwant two JSON records", buf.String())
+	}
+	for i, want := range []string{"from kforward", "from client-go"} {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil || rec["msg"] != want {
+			t.Errorf("record %d: %s (%v), want JSON with msg %q", i, lines[i], err, want)
+		}
+	}
+	if len(stray) > 0 {
+		t.Errorf("written to stderr past the log: %q", stray)
+	}
+
+	buf.Reset()
+	log, _ = newLogger(&buf, "text", 2) // -vv
+	log.Debug("debug shown")
+	klog.V(1).InfoS("klog level 1 shown")
+	klog.V(2).InfoS("klog level 2 hidden")
+	out := buf.String()
+	if !strings.Contains(out, "level=DEBUG msg=\"debug shown\"") || !strings.Contains(out, "klog level 1 shown") || strings.Contains(out, "hidden") {
+		t.Errorf("with -vv:\n%s", out)
+	}
+
+	if _, err := newLogger(&buf, "xml", 0); err == nil || err.Error() != `unknown log format "xml"; allowed: text, json` {
+		t.Errorf("unknown format: %v", err)
+	}
+}
+
+func TestRunInvalidFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	os.WriteFile(file, []byte("forwards:\n  - pod: a\n    ports: [x]\n"), 0o600)
+	code, _, errOut := runMain(t, "run", "-f", file)
+	if code != 1 || !strings.Contains(errOut, file+`:3:13: invalid port "x"`) {
+		t.Errorf("exit %d, stderr:\n%s", code, errOut)
 	}
 }
