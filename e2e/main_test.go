@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/kforward/kforward/e2e/cluster"
@@ -30,6 +31,11 @@ func run(m *testing.M) int {
 	}
 	defer c.Stop()
 	shared = c
+	defer func() {
+		if built.path != "" {
+			os.RemoveAll(filepath.Dir(built.path))
+		}
+	}()
 	return m.Run()
 }
 

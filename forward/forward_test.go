@@ -690,3 +690,30 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("last error %q at %s, want the dropped tunnel after %s", st.LastError, st.LastErrorAt, before)
 	}
 }
+
+// A graceful stop: StopAccepting closes the listeners, and open
+// connections carry on until Run's context ends.
+func TestStopAcceptingKeepsOpenConnections(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
+	log := &testLog{}
+	f, stop := start(t, spec(":echo"), k.env(pods, log))
+	waitState(t, f, Active)
+	to := f.Status().Addresses[0]
+	c := connect(t, to)
+	if err := echo(c, "before"); err != nil {
+		t.Fatal(err)
+	}
+	f.StopAccepting()
+	if c2, err := net.Dial("tcp", to); err == nil {
+		c2.Close()
+		t.Fatal("a new connection was accepted after StopAccepting")
+	}
+	if err := echo(c, "after"); err != nil {
+		t.Fatalf("the open connection broke: %v", err)
+	}
+	stop()
+	if strings.Contains(log.String(), "accept on") {
+		t.Fatalf("closing the listeners was logged as a failure:\n%s", log.String())
+	}
+}

@@ -98,10 +98,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.apply(ctx, cfg)
+	// The forwards outlive ctx by the grace period: shutdown ends them.
+	life, end := context.WithCancel(context.WithoutCancel(ctx))
+	defer end()
+	r.apply(life, cfg)
 	r.printSummary(ctx)
 	err = f.run(ctx, r.opts.Reload, r.log, func(cfg *config.Config) {
-		c := r.apply(ctx, cfg)
+		c := r.apply(life, cfg)
 		r.log.Info("reloaded", "file", r.opts.File, "added", c.added, "removed", c.removed, "restarted", c.restarted, "unchanged", c.unchanged)
 		r.printSummary(ctx)
 	})

@@ -34,10 +34,12 @@ type fakeForward struct {
 	active    atomic.Int64
 	accepting atomic.Bool
 	stopped   chan struct{} // closed when Run returns
+	stoppedAt time.Time     // set before stopped is closed
 }
 
 func (f *fakeForward) Run(ctx context.Context) error {
 	<-ctx.Done()
+	f.stoppedAt = time.Now()
 	close(f.stopped)
 	return nil
 }
@@ -422,6 +424,9 @@ func TestShutdownGrace(t *testing.T) {
 		took := time.Since(begin)
 		if a.accepting.Load() || !a.isStopped() {
 			t.Fatal("the forward still accepts or runs")
+		}
+		if ran := a.stoppedAt.Sub(begin); ran < grace {
+			t.Fatalf("the forward was stopped %s after the signal, before the grace period %s ended", ran, grace)
 		}
 		if took < grace || took > grace+time.Second {
 			t.Fatalf("shutdown took %s, want the grace period %s", took, grace)
