@@ -318,7 +318,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			}
 			continue
 		}
-		pod := f.waitPod(ctx, pods, tgt, current, gone)
+		pod := f.waitPod(ctx, pods, tgt, current, gone, func(list []*corev1.Pod) {
+			retired = reap(retired, list)
+		})
 		if pod == nil {
 			return
 		}
@@ -344,7 +346,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		f.mu.Unlock()
 		f.log.Info("connected", "pod", pod.Name, "transport", string(t.up.protocol))
 		up := time.Now()
-		reason := f.hold(ctx, t, pods, tgt)
+		reason := f.hold(ctx, t, pods, tgt, func(list []*corev1.Pod) {
+			retired = reap(retired, list)
+		})
 		f.setTunnel(nil)
 		switch {
 		case ctx.Err() != nil:
@@ -352,7 +356,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			return
 		case reason == nil: // pod no longer chosen: move on without delay
 			t.retire()
-			retired = slices.DeleteFunc(append(retired, t), (*tunnel).isDead)
+			retired = reap(append(retired, t), pods.List(tgt.selector))
 			current = ""
 			continue
 		}
@@ -386,10 +390,12 @@ func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) b
 }
 
 // waitPod blocks until a usable pod that is not gone exists and returns it.
-func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string, gone map[types.UID]bool) *corev1.Pod {
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string, gone map[types.UID]bool, changed func([]*corev1.Pod)) *corev1.Pod {
 	for {
-		changed := pods.Changed()
-		list := slices.DeleteFunc(pods.List(tgt.selector), func(p *corev1.Pod) bool { return gone[p.UID] })
+		next := pods.Changed()
+		list := pods.List(tgt.selector)
+		changed(list)
+		list = slices.DeleteFunc(list, func(p *corev1.Pod) bool { return gone[p.UID] })
 		if p := pick(list, tgt.podName, current); p != nil {
 			return p
 		}
@@ -397,7 +403,7 @@ func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current st
 		f.state = WaitingForPod
 		f.mu.Unlock()
 		select {
-		case <-changed:
+		case <-next:
 		case <-ctx.Done():
 			return nil
 		}
@@ -419,10 +425,26 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	return newTunnel(pod, tgt, up), nil
 }
 
+// errPodGone closes the connections still open to a pod that was deleted.
+var errPodGone = errors.New("pod deleted")
+
+// reap drops retired tunnels that have closed, and closes those whose pod
+// is no longer in list: its connections cannot be served any more, and
+// closing them tells their clients at once rather than when they time out.
+func reap(retired []*tunnel, list []*corev1.Pod) []*tunnel {
+	return slices.DeleteFunc(retired, func(t *tunnel) bool {
+		if !slices.ContainsFunc(list, func(p *corev1.Pod) bool { return p.UID == t.pod.UID }) {
+			t.kill(errPodGone)
+		}
+		return t.isDead()
+	})
+}
+
 // hold watches a live tunnel: health checks every interval, and the pod
 // set. It returns why the tunnel must go: an error if it died, nil if its
-// pod is no longer the one to use (or ctx ended).
-func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target) error {
+// pod is no longer the one to use (or ctx ended). changed sees the pod
+// list at every change.
+func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, changed func([]*corev1.Pod)) error {
 	tick := time.NewTicker(f.spec.Health.Interval)
 	defer tick.Stop()
 	probePort := 1
@@ -430,8 +452,10 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target) er
 		probePort = p
 	}
 	for {
-		changed := pods.Changed()
-		if p := pick(pods.List(tgt.selector), tgt.podName, t.pod.Name); p == nil || p.Name != t.pod.Name {
+		next := pods.Changed()
+		list := pods.List(tgt.selector)
+		changed(list)
+		if p := pick(list, tgt.podName, t.pod.Name); p == nil || p.Name != t.pod.Name {
 			return nil
 		}
 		select {
@@ -442,7 +466,7 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target) er
 		case <-t.up.conn.CloseChan():
 			t.kill(errors.New("connection closed by the server"))
 			return t.err
-		case <-changed:
+		case <-next:
 		case <-tick.C:
 			rtt, err := t.probe(probePort, f.spec.Health.Timeout)
 			if err != nil {

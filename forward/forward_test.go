@@ -18,6 +18,7 @@ import (
 
 	"github.com/moby/spdystream"
 	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kforward/kforward/config"
 )
@@ -715,5 +716,41 @@ func TestStopAcceptingKeepsOpenConnections(t *testing.T) {
 	stop()
 	if strings.Contains(log.String(), "accept on") {
 		t.Fatalf("closing the listeners was logged as a failure:\n%s", log.String())
+	}
+}
+
+// 2. A rollout: new connections go to the new revision's pod as soon as it
+// is Ready; connections open on the old pod carry on until that pod is
+// deleted, and are closed then rather than left to hang.
+func TestRolloutHandover(t *testing.T) {
+	k := newFakeKubelet(t)
+	old := k.addPod("old", t0, map[string]int32{"http": 80, "echo": 7000})
+	old.Labels["pod-template-hash"] = "v1"
+	pods := newFakePods(old)
+	f, _ := start(t, spec(":http", ":echo"), k.env(pods, &testLog{}))
+	waitState(t, f, Active)
+	web := f.Status().Addresses[0]
+	open := connect(t, f.Status().Addresses[1])
+	if err := echo(open, "on old"); err != nil {
+		t.Fatal(err)
+	}
+
+	fresh := k.addPod("new", t0.Add(time.Second), map[string]int32{"http": 80, "echo": 7000})
+	fresh.Labels["pod-template-hash"] = "v2"
+	pods.put(fresh) // Ready; the old pod is still Ready too
+	ready := time.Now()
+	for mustGet(t, web) != "new" {
+		if time.Since(ready) > time.Second {
+			t.Fatal("new connections still on the old pod 1s after the new revision was Ready")
+		}
+	}
+	if err := echo(open, "still on old"); err != nil {
+		t.Fatalf("the open connection broke at the handover: %v", err)
+	}
+
+	pods.update(func(m map[string]*corev1.Pod) { delete(m, "old") })
+	open.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := open.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection to the deleted pod: %v, want it closed", err)
 	}
 }

@@ -3,7 +3,8 @@ package forward
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -87,13 +88,17 @@ func usable(p *corev1.Pod) bool {
 }
 
 // pick chooses the pod for new connections: the current one while it is
-// usable, else the newest usable one (in a rollout, the new ReplicaSet's).
+// usable and not replaced by a rollout, else the newest usable one. A
+// rollout shows as a usable pod of another revision created after the
+// current pod: new connections move to it as soon as it is Ready, before
+// the old pod is taken down.
 func pick(pods []*corev1.Pod, name string, current string) *corev1.Pod {
 	var ok []*corev1.Pod
+	var cur *corev1.Pod
 	for _, p := range pods {
 		if usable(p) && (name == "" || p.Name == name) {
 			if p.Name == current {
-				return p
+				cur = p
 			}
 			ok = append(ok, p)
 		}
@@ -101,14 +106,25 @@ func pick(pods []*corev1.Pod, name string, current string) *corev1.Pod {
 	if len(ok) == 0 {
 		return nil
 	}
-	sort.Slice(ok, func(i, j int) bool {
-		ti, tj := ok[i].CreationTimestamp, ok[j].CreationTimestamp
-		if !ti.Equal(&tj) {
-			return tj.Before(&ti)
+	newest := slices.MinFunc(ok, func(a, b *corev1.Pod) int {
+		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
+			return c
 		}
-		return ok[i].Name < ok[j].Name
+		return strings.Compare(a.Name, b.Name)
 	})
-	return ok[0]
+	if cur != nil && (revision(newest) == revision(cur) || !cur.CreationTimestamp.Before(&newest.CreationTimestamp)) {
+		return cur
+	}
+	return newest
+}
+
+// revision is the pod's controller revision: a Deployment's pod template
+// hash, or a StatefulSet's or DaemonSet's revision hash.
+func revision(p *corev1.Pod) string {
+	if h, ok := p.Labels["pod-template-hash"]; ok {
+		return h
+	}
+	return p.Labels["controller-revision-hash"]
 }
 
 // target is a resolved forward target: how to find its pods, and for a
