@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -232,4 +233,15 @@ func echoOnce(addr, msg string) (string, error) {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSuffix(line, "\n"), err
+}
+
+// notOurs are goroutines a leak check must not blame on kforward: idle
+// keep-alive connections of client-go's shared transports, and the pods'
+// backends, which belong to the cluster until their pod goes (kwok does
+// not end a stream when the client half-closes it).
+var notOurs = []goleak.Option{
+	goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*echoServer).serve.func1"),
+	goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
 }

@@ -55,7 +55,7 @@ func TestStopWithHalfOpenUpstream(t *testing.T) {
 	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
 	conn.Close()
 	c.Resume(cluster.APIServer)
-	goleak.VerifyNone(t, before)
+	goleak.VerifyNone(t, append(notOurs, before)...)
 }
 
 type zeroReader struct{}

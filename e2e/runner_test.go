@@ -59,13 +59,7 @@ func runFile(t *testing.T, content string) *runningFile {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the runner did not stop within 10s")
 		}
-		goleak.VerifyNone(t, before,
-			// idle keep-alive connections of client-go's shared transports
-			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-			// the pods' backends, which belong to the cluster until the pod goes
-			goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*echoServer).serve.func1"),
-			goleak.IgnoreAnyFunction("net/http.(*conn).serve"))
+		goleak.VerifyNone(t, append(notOurs, before)...)
 	})
 	return rf
 }
