@@ -220,7 +220,7 @@ func TestReloadIsADiffByName(t *testing.T) {
 	before := h.current()
 
 	h.write(forwardsFile(map[string]int{"same": 9001, "changed": 9012, "added": 9004}))
-	h.waitFor("the reload", func() bool { return h.reloads() == 1 })
+	h.waitFor("the reload", func() bool { return h.reloads() == 1 && h.startCount() == 5 })
 	after := h.current()
 	if after["same"] != before["same"] {
 		t.Error("the unchanged forward was restarted")
@@ -400,7 +400,7 @@ func TestReloadSignal(t *testing.T) {
 		return start(ctx, runCtx, spec)
 	}
 	h.reload <- struct{}{}
-	h.waitFor("the reload", func() bool { return h.reloads() == 1 })
+	h.waitFor("the reload", func() bool { return h.reloads() == 1 && tries.Load() == 1 })
 	if !strings.Contains(h.log.String(), "reloading on signal") || !strings.Contains(h.log.String(), "restarted=1 unchanged=1") {
 		t.Fatalf("log:\n%s", h.log.String())
 	}
