@@ -159,29 +159,49 @@ func TestRunnerStartIsolatesFailures(t *testing.T) {
   - name: busy
     pod: web
     ports: ["%d:http"]
-`, busyPort))
+  - name: no-namespace
+    pod: web
+    namespace: %s-later
+    ports: [":http"]
+`, busyPort, ns))
 
 	good := rf.waitState("good", forward.Active)
 	if pod := who(t, good.Addresses[0]); pod != ns+"/web" {
 		t.Fatalf("answered by %q", pod)
 	}
 	for name, reason := range map[string]string{
-		"no-context": `context "nope" does not exist`,
-		"denied":     "forbidden",
-		"busy":       fmt.Sprintf("127.0.0.1:%d is already in use", busyPort),
+		"no-context":   `context "nope" does not exist`,
+		"denied":       "forbidden",
+		"busy":         fmt.Sprintf("127.0.0.1:%d is already in use", busyPort),
+		"no-namespace": fmt.Sprintf("namespace %s-later does not exist", ns),
 	} {
 		s := rf.waitState(name, forward.Failed)
 		if !strings.Contains(s.LastError, reason) {
 			t.Errorf("%s failed with %q, want %q", name, s.LastError, reason)
 		}
 	}
-	waitFor(t, 5*time.Second, "the summary", func() bool { return strings.Count(rf.out.String(), "\n") == 4 })
+	waitFor(t, 5*time.Second, "the summary", func() bool { return strings.Count(rf.out.String(), "\n") == 5 })
 	t.Logf("summary:\n%s", rf.out.String())
 	if !strings.Contains(rf.out.String(), "busy                 (not running: 127.0.0.1:") {
 		t.Errorf("the summary does not show why busy is not running:\n%s", rf.out.String())
 	}
 	if who(t, good.Addresses[0]) != ns+"/web" {
 		t.Fatal("good stopped answering")
+	}
+
+	// Once its namespace exists, the forward starts by itself.
+	later := ns + "-later"
+	if _, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: later}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "default ServiceAccount in "+later, func() bool {
+		_, err := c.Client.CoreV1().ServiceAccounts(later).Get(t.Context(), "default", metav1.GetOptions{})
+		return err == nil
+	})
+	createPod(t, c.Client, later, "web")
+	s := rf.waitState("no-namespace", forward.Active)
+	if pod := who(t, s.Addresses[0]); pod != later+"/web" {
+		t.Fatalf("answered by %q", pod)
 	}
 }
 

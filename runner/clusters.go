@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -100,6 +101,11 @@ func (c *clusters) env(ctx, watchCtx context.Context, spec config.Forward) (forw
 		defer cancel()
 		if _, err := cl.client.CoreV1().Pods(ns).List(check, metav1.ListOptions{Limit: 1}); err != nil {
 			return nil, fmt.Errorf("list pods in namespace %s: %w", ns, err)
+		}
+		// Listing pods in a namespace that does not exist succeeds, empty.
+		// Say so (when allowed to look; many users may not get namespaces).
+		if _, err := cl.client.CoreV1().Namespaces().Get(check, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("namespace %s does not exist", ns)
 		}
 		return forward.WatchPods(watchCtx, cl.client, ns)
 	})

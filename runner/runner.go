@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward"
 )
@@ -164,9 +166,10 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
 	return c
 }
 
-// startOne starts one forward in its own goroutine: one that cannot start
-// (unknown context, unreachable cluster, no access) is reported and does
-// not hold up or affect the others.
+// startOne starts one forward in its own goroutine. One that cannot start
+// (unknown context, unreachable cluster, no access, missing namespace) is
+// reported and retried with backoff, so it starts once the cause is gone
+// (the VPN is up, the kubeconfig fixed); it never holds up the others.
 func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 	fctx, cancel := context.WithCancel(ctx)
 	rf := &running{spec: spec, cancel: cancel, done: make(chan struct{})}
@@ -175,14 +178,8 @@ func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 	r.mu.Unlock()
 	go func() {
 		defer close(rf.done)
-		f, err := r.start(fctx, ctx, spec)
-		rf.mu.Lock()
-		rf.fwd, rf.err = f, err
-		rf.mu.Unlock()
-		if err != nil {
-			if fctx.Err() == nil {
-				r.log.Error("cannot start forward", "forward", spec.Name, "err", err)
-			}
+		f := r.startRetrying(fctx, ctx, rf)
+		if f == nil {
 			return
 		}
 		if err := f.Run(fctx); err != nil && fctx.Err() == nil {
@@ -192,6 +189,39 @@ func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 			r.log.Error("forward stopped", "forward", spec.Name, "err", err)
 		}
 	}()
+}
+
+// startRetrying starts rf's forward, retrying with the forward's own
+// backoff; nil when ctx ends first.
+func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = rf.spec.Reconnect.Initial, rf.spec.Reconnect.Max, 0
+	b.Reset()
+	said := ""
+	for {
+		f, err := r.start(ctx, runCtx, rf.spec)
+		rf.mu.Lock()
+		rf.fwd, rf.err = f, err
+		rf.mu.Unlock()
+		if err == nil {
+			if said != "" {
+				r.log.Info("forward started", "forward", rf.spec.Name)
+			}
+			return f
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err.Error() != said { // say it once, not at every retry
+			said = err.Error()
+			r.log.Error("cannot start forward; retrying", "forward", rf.spec.Name, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(b.NextBackOff()):
+		}
+	}
 }
 
 // shutdown stops every forward, giving open connections the grace period.

@@ -208,7 +208,7 @@ func TestStartIsolatesFailures(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", line, out)
 		}
 	}
-	if !strings.Contains(h.log.String(), `msg="cannot start forward" forward=b`) {
+	if !strings.Contains(h.log.String(), `msg="cannot start forward; retrying" forward=b`) {
 		t.Errorf("no log line for b:\n%s", h.log.String())
 	}
 }
@@ -400,11 +400,11 @@ func TestReloadSignal(t *testing.T) {
 		return start(ctx, runCtx, spec)
 	}
 	h.reload <- struct{}{}
-	h.waitFor("the reload", func() bool { return h.reloads() == 1 && tries.Load() == 1 })
+	h.waitFor("the reload", func() bool { return h.reloads() == 1 && tries.Load() >= 1 })
 	if !strings.Contains(h.log.String(), "reloading on signal") || !strings.Contains(h.log.String(), "restarted=1 unchanged=1") {
 		t.Fatalf("log:\n%s", h.log.String())
 	}
-	if tries.Load() != 1 || h.current()["a"] != a {
+	if tries.Load() < 1 || h.current()["a"] != a {
 		t.Fatalf("%d start attempts, a restarted: %v; want b retried and a untouched", tries.Load(), h.current()["a"] != a)
 	}
 }
@@ -457,5 +457,34 @@ func TestInvalidFileAtStart(t *testing.T) {
 	err := r.Run(context.Background())
 	if errs := config.Errors(err); len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), file+":3:13: ") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// 1. A forward that cannot start is retried by itself, says why once, and
+// starts when the cause goes away.
+func TestFailedStartRetried(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	os.WriteFile(file, []byte(forwardsFile(map[string]int{"a": 9001}, "defaults:\n  reconnect: {initial: 10ms, max: 20ms}\n")), 0o644)
+	log := &syncBuffer{}
+	r := New(Options{File: file, Log: slog.New(slog.NewTextHandler(log, nil))})
+	var tries atomic.Int32
+	r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
+		if tries.Add(1) < 5 {
+			return nil, errors.New("dial tcp 10.0.0.1:6443: i/o timeout")
+		}
+		f := &fakeForward{spec: spec, stopped: make(chan struct{})}
+		return f, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h := &harness{t: t, log: log}
+	h.waitFor("the forward to start", func() bool { s := r.Statuses(); return len(s) == 1 && s[0].State == forward.Active })
+	if n := strings.Count(log.String(), "i/o timeout"); n != 1 {
+		t.Errorf("the same start error logged %d times, want once:\n%s", n, log.String())
+	}
+	if !strings.Contains(log.String(), "msg=\"forward started\" forward=a") {
+		t.Errorf("no line saying it started after all:\n%s", log.String())
 	}
 }
