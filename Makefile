@@ -1,7 +1,7 @@
 # kforward: the two commands that matter are `make demo` and `make test`.
 GO ?= go
 
-.PHONY: all build test vet unit fuzz schema demo demo-down
+.PHONY: all build test vet unit bench fuzz schema demo demo-down
 
 all: build
 
@@ -20,6 +20,10 @@ vet:
 # Fast tests only: no control plane.
 unit:
 	$(GO) test -race -count=1 -short ./...
+
+# Benchmarks against the local control plane (figures, not pass/fail).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./e2e/
 
 fuzz:
 	cd config && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s .

@@ -31,7 +31,7 @@ var nsCounter struct {
 }
 
 // namespace creates a fresh namespace for one test.
-func namespace(t *testing.T, c *cluster.Cluster) string {
+func namespace(t testing.TB, c *cluster.Cluster) string {
 	t.Helper()
 	nsCounter.Lock()
 	nsCounter.n++
@@ -64,7 +64,7 @@ func podTemplate(labels map[string]string) corev1.PodTemplateSpec {
 	}
 }
 
-func createPod(t *testing.T, client kubernetes.Interface, ns, name string) {
+func createPod(t testing.TB, client kubernetes.Interface, ns, name string) {
 	t.Helper()
 	tmpl := podTemplate(map[string]string{"app": name})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels}, Spec: tmpl.Spec}
@@ -73,7 +73,7 @@ func createPod(t *testing.T, client kubernetes.Interface, ns, name string) {
 	}
 }
 
-func createDeployment(t *testing.T, client kubernetes.Interface, ns, name string, replicas int32) {
+func createDeployment(t testing.TB, client kubernetes.Interface, ns, name string, replicas int32) {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
@@ -91,7 +91,7 @@ func createDeployment(t *testing.T, client kubernetes.Interface, ns, name string
 
 // createService creates a service whose port 8080 "web" targets the
 // container port named http.
-func createService(t *testing.T, client kubernetes.Interface, ns, name string, selector map[string]string) {
+func createService(t testing.TB, client kubernetes.Interface, ns, name string, selector map[string]string) {
 	t.Helper()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -108,7 +108,7 @@ func createService(t *testing.T, client kubernetes.Interface, ns, name string, s
 	}
 }
 
-func readyPods(t *testing.T, client kubernetes.Interface, ns, selector string) []corev1.Pod {
+func readyPods(t testing.TB, client kubernetes.Interface, ns, selector string) []corev1.Pod {
 	list, err := client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func readyPods(t *testing.T, client kubernetes.Interface, ns, selector string) [
 	return out
 }
 
-func waitReadyPods(t *testing.T, client kubernetes.Interface, ns, selector string, n int) []corev1.Pod {
+func waitReadyPods(t testing.TB, client kubernetes.Interface, ns, selector string, n int) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
 	waitFor(t, 60*time.Second, fmt.Sprintf("%d ready pods %s", n, selector), func() bool {
@@ -137,7 +137,7 @@ func waitReadyPods(t *testing.T, client kubernetes.Interface, ns, selector strin
 	return pods
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		return cond(), nil
@@ -168,7 +168,7 @@ func spec(name, ns string, target config.Target, ports ...string) config.Forward
 
 // startForward runs a forward until the test ends and waits for it to be
 // active; it fails the test if Run does not return promptly at the end.
-func startForward(t *testing.T, c *cluster.Cluster, s config.Forward) *forward.Forward {
+func startForward(t testing.TB, c *cluster.Cluster, s config.Forward) *forward.Forward {
 	t.Helper()
 	f := forward.New(s, forward.Env{Config: c.Config, Client: c.Client, Namespace: s.Namespace})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -185,7 +185,7 @@ func startForward(t *testing.T, c *cluster.Cluster, s config.Forward) *forward.F
 	return f
 }
 
-func waitActive(t *testing.T, f *forward.Forward) forward.Status {
+func waitActive(t testing.TB, f *forward.Forward) forward.Status {
 	t.Helper()
 	var st forward.Status
 	waitFor(t, 30*time.Second, "forward active", func() bool {
@@ -211,7 +211,7 @@ func get(addr, path string) (string, error) {
 }
 
 // who asks the forward at addr which pod answers.
-func who(t *testing.T, addr string) string {
+func who(t testing.TB, addr string) string {
 	t.Helper()
 	body, err := get(addr, "/")
 	if err != nil {

@@ -39,7 +39,7 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func needCluster(t *testing.T) *cluster.Cluster {
+func needCluster(t testing.TB) *cluster.Cluster {
 	t.Helper()
 	if shared == nil {
 		t.Skip("end-to-end test: needs the local control plane (not run with -short)")

@@ -30,7 +30,7 @@ import (
 
 // runningFile is a runner on a forwards file, as `kforward run` runs it.
 type runningFile struct {
-	t      *testing.T
+	t      testing.TB
 	file   string
 	r      *runner.Runner
 	log    *lockedBuffer
@@ -40,7 +40,7 @@ type runningFile struct {
 
 // runFile writes content to a forwards file and runs it until the test
 // ends; then it checks that the runner left no goroutine behind.
-func runFile(t *testing.T, content string) *runningFile {
+func runFile(t testing.TB, content string) *runningFile {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
 	rf := &runningFile{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &lockedBuffer{}, out: &lockedBuffer{}, reload: make(chan struct{})}
@@ -105,7 +105,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
