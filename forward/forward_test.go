@@ -446,7 +446,6 @@ func TestErrorIsolation(t *testing.T) {
 	waitFor(t, 2*time.Second, "the log line", func() bool {
 		return strings.Contains(log.String(), "connection refused")
 	})
-	t.Log(log.String())
 	line := log.String()[strings.Index(log.String(), "connection refused")-300:]
 	if !strings.Contains(line, "forward=web") {
 		t.Fatalf("log line does not name the forward: %s", line)
