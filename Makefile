@@ -26,7 +26,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./e2e/
 
 fuzz:
-	cd config && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s .
+	cd config && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s .
 
 # Regenerate the JSON Schema of forwards.yaml from the config types.
 schema:
