@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -11,26 +10,12 @@ import (
 // The target is well under 250 ms. Run with `make bench`.
 func BenchmarkReloadToFirstConnection(b *testing.B) {
 	c := needCluster(b)
-	ns := namespace(b, c)
-	createPod(b, c.Client, ns, "web")
-	waitReadyPods(b, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(b, c, "web")
 	base := header(c, "", ns) + "  - name: first\n    pod: web\n    ports: [\":echo\"]\n"
 	rf := runFile(b, base)
 	var total time.Duration
-	for i := 0; b.Loop(); i++ {
-		port := freePort(b)
-		begin := time.Now()
-		rf.write(base + fmt.Sprintf("  - name: added\n    pod: web\n    ports: [\"%d:echo\"]\n", port))
-		for {
-			if reply, err := echoOnce(fmt.Sprintf("127.0.0.1:%d", port), "hi"); err == nil && reply == "hi" {
-				break
-			}
-			if time.Since(begin) > 10*time.Second {
-				b.Fatal("added forward not carrying connections 10s after the write")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		total += time.Since(begin)
+	for b.Loop() {
+		total += rf.addAndEcho(base, "added")
 		rf.write(base) // remove it again
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/reload")

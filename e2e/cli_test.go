@@ -118,9 +118,7 @@ func (k *kforwardRun) wait(t *testing.T, within time.Duration) (code int, took t
 // period, and exits 0; a second signal exits at once. SIGHUP reloads.
 func TestRunCommandSignals(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "web")
-	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(t, c, "web")
 	file := filepath.Join(t.TempDir(), "forwards.yaml")
 	os.WriteFile(file, []byte(header(c, "", ns)+"  - name: echo\n    pod: web\n    ports: [\":echo\"]\n"), 0o644)
 

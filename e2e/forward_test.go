@@ -22,9 +22,7 @@ import (
 // TestPodTarget: a pod target with a named remote port and a free local port.
 func TestPodTarget(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "solo")
-	waitReadyPods(t, c.Client, ns, "app=solo", 1)
+	ns := namespaceWithPod(t, c, "solo")
 	f := startForward(t, c, spec("solo", ns, config.Target{Kind: config.Pod, Name: "solo"}, ":http"))
 	st := waitActive(t, f)
 	if len(st.Addresses) != 1 || strings.HasSuffix(st.Addresses[0], ":0") {
@@ -60,9 +58,7 @@ func TestServiceNamedTargetPort(t *testing.T) {
 // TestTransports: WebSocket and SPDY pinned, and auto choosing WebSocket.
 func TestTransports(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	for _, tr := range []config.Transport{config.WebSocket, config.SPDY, config.Auto} {
 		t.Run(string(tr), func(t *testing.T) {
 			s := spec("t-"+string(tr), ns, config.Target{Kind: config.Pod, Name: "p"}, ":http")
@@ -173,9 +169,7 @@ func TestRolloutRestart(t *testing.T) {
 // connection; another one open at the same time keeps working.
 func TestErrorIsolation(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	f := startForward(t, c, spec("iso", ns, config.Target{Kind: config.Pod, Name: "p"}, ":echo", ":refused"))
 	st := waitActive(t, f)
 	echoAddr, refusedAddr := st.Addresses[0], st.Addresses[1]
@@ -223,9 +217,7 @@ func TestErrorIsolation(t *testing.T) {
 // health check, the tunnel is dropped and redialed once the kubelet is back.
 func TestPausedKubelet(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	s := spec("paused", ns, config.Target{Kind: config.Pod, Name: "p"}, ":http")
 	f := startForward(t, c, s)
 	addr := waitActive(t, f).Addresses[0]
@@ -265,9 +257,7 @@ func TestPausedKubelet(t *testing.T) {
 // is retried; it is never moved to another port.
 func TestPortInUse(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -293,9 +283,7 @@ func TestPortInUse(t *testing.T) {
 // and 200 concurrent connections all complete correctly.
 func TestDataIntegrity(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	f := startForward(t, c, spec("data", ns, config.Target{Kind: config.Pod, Name: "p"}, ":echo"))
 	addr := waitActive(t, f).Addresses[0]
 

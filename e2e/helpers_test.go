@@ -48,6 +48,16 @@ func namespace(t testing.TB, c *cluster.Cluster) string {
 	return name
 }
 
+// namespaceWithPod creates a fresh namespace with one Ready pod, labelled
+// app=<pod>, and returns the namespace.
+func namespaceWithPod(t testing.TB, c *cluster.Cluster, pod string) string {
+	t.Helper()
+	ns := namespace(t, c)
+	createPod(t, c.Client, ns, pod)
+	waitReadyPods(t, c.Client, ns, "app="+pod, 1)
+	return ns
+}
+
 var webPorts = []corev1.ContainerPort{
 	{Name: "http", ContainerPort: 80},
 	{Name: "echo", ContainerPort: 7000},

@@ -18,9 +18,7 @@ import (
 // stopping the forward still returns promptly and leaves no goroutine.
 func TestStopWithHalfOpenUpstream(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "p")
-	waitReadyPods(t, c.Client, ns, "app=p", 1)
+	ns := namespaceWithPod(t, c, "p")
 	before := goleak.IgnoreCurrent()
 
 	s := spec("stop", ns, config.Target{Kind: config.Pod, Name: "p"}, ":echo")

@@ -134,9 +134,7 @@ forwards:
 // is reported and the others run.
 func TestRunnerStartIsolatesFailures(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "web")
-	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(t, c, "web")
 	kubeconfig := deniedKubeconfig(t, c, ns)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -237,9 +235,7 @@ func deniedKubeconfig(t *testing.T, c *cluster.Cluster, ns string) string {
 // and a deleted file change nothing.
 func TestRunnerReloadKeepsUnchangedForwards(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "web")
-	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(t, c, "web")
 	keepPort := freePort(t)
 	file := func(i int) string {
 		s := header(c, "", ns) + fmt.Sprintf("  - name: keep\n    pod: web\n    ports: [\"%d:echo\"]\n", keepPort)
@@ -391,38 +387,41 @@ func sameForwards(a, b []forward.Status) bool {
 // target, well under 250 ms, is for benchmarks).
 func TestRunnerReloadLatency(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "web")
-	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(t, c, "web")
 	base := header(c, "", ns) + "  - name: first\n    pod: web\n    ports: [\":echo\"]\n"
 	rf := runFile(t, base)
 	rf.waitState("first", forward.Active)
 
 	var took []time.Duration
 	for i := range 5 {
-		port := freePort(t)
-		begin := time.Now()
-		rf.write(base + fmt.Sprintf("  - name: added-%d\n    pod: web\n    ports: [\"%d:echo\"]\n", i, port))
-		for {
-			if reply, err := echoOnce(fmt.Sprintf("127.0.0.1:%d", port), "hi"); err == nil && reply == "hi" {
-				break
-			}
-			if time.Since(begin) > 10*time.Second {
-				t.Fatalf("added forward not carrying connections 10s after the write")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		took = append(took, time.Since(begin))
+		took = append(took, rf.addAndEcho(base, fmt.Sprintf("added-%d", i)))
 	}
 	t.Logf("file write to first echo through the added forward: %v", took)
+}
+
+// addAndEcho writes base plus one forward named name on a free port and
+// returns how long it took from the write to the first echo through it.
+func (rf *runningFile) addAndEcho(base, name string) time.Duration {
+	rf.t.Helper()
+	port := freePort(rf.t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	begin := time.Now()
+	rf.write(base + fmt.Sprintf("  - name: %s\n    pod: web\n    ports: [\"%d:echo\"]\n", name, port))
+	for {
+		if reply, err := echoOnce(addr, "hi"); err == nil && reply == "hi" {
+			return time.Since(begin)
+		}
+		if time.Since(begin) > 10*time.Second {
+			rf.t.Fatalf("forward %s not carrying connections 10s after the write", name)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // 6. However many forwards use a namespace, it has one pod watch.
 func TestRunnerOnePodWatchPerNamespace(t *testing.T) {
 	c := needCluster(t)
-	ns := namespace(t, c)
-	createPod(t, c.Client, ns, "web")
-	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	ns := namespaceWithPod(t, c, "web")
 	baseline := podWatches(t, c)
 
 	var b strings.Builder

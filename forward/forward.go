@@ -377,8 +377,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 }
 
 // podGone reports whether a pod that could not be reached has been deleted
-// or replaced, which the watch may not have told yet. The SPDY upgrade
-// error does not carry the API server's 404, so ask.
+// or replaced, which the watch may not have told yet. A refused WebSocket
+// upgrade hides the API server's 404 (k8s.io/streaming's
+// UpgradeFailureError does not unwrap to it), so ask.
 func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) bool {
 	if apierrors.IsNotFound(dialErr) {
 		return true

@@ -65,6 +65,12 @@ func (rf *running) state() (Forward, error) {
 	return rf.fwd, rf.err
 }
 
+// startErr is why the forward is not running, if it is not.
+func (rf *running) startErr() error {
+	_, err := rf.state()
+	return err
+}
+
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
 	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}}
@@ -121,29 +127,28 @@ type changes struct{ added, removed, restarted, unchanged int }
 // start, and unchanged ones are not touched.
 func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
 	var c changes
-	r.mu.Lock()
-	want := map[string]bool{}
-	for _, s := range cfg.Forwards {
-		want[s.Name] = true
-	}
 	var stop []*running
-	restart := map[string]bool{}
+	var start []config.Forward
+	inFile := map[string]bool{}
+	r.mu.Lock()
 	for _, s := range cfg.Forwards {
+		inFile[s.Name] = true
 		rf, ok := r.forwards[s.Name]
-		if !ok {
-			continue
-		}
-		if _, err := rf.state(); err == nil && rf.spec.Equal(s) {
+		switch {
+		case !ok:
+			c.added++
+		case rf.spec.Equal(s) && rf.startErr() == nil:
 			c.unchanged++
-			want[s.Name] = false
 			continue
+		default:
+			c.restarted++
+			stop = append(stop, rf)
+			delete(r.forwards, s.Name)
 		}
-		restart[s.Name] = true
-		stop = append(stop, rf)
-		delete(r.forwards, s.Name)
+		start = append(start, s)
 	}
 	for name, rf := range r.forwards {
-		if _, ok := want[name]; !ok {
+		if !inFile[name] {
 			c.removed++
 			stop = append(stop, rf)
 			delete(r.forwards, name)
@@ -152,15 +157,7 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
 	r.mu.Unlock()
 
 	stopAll(stop, 0) // first: a changed forward may keep its local port
-	for _, s := range cfg.Forwards {
-		if !want[s.Name] {
-			continue
-		}
-		if restart[s.Name] {
-			c.restarted++
-		} else {
-			c.added++
-		}
+	for _, s := range start {
 		r.startOne(ctx, s)
 	}
 	return c

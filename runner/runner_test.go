@@ -73,13 +73,27 @@ type harness struct {
 	started []*fakeForward
 }
 
-// run starts a runner on a file with content; forwards whose context is
-// "missing" cannot start.
+// run writes content to a new forwards file and runs a runner on it.
 func run(t *testing.T, content string, grace time.Duration) *harness {
 	t.Helper()
-	h := &harness{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
-	h.write(content)
-	h.r = New(Options{File: h.file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return runAt(t, file, grace)
+}
+
+// runAt runs a runner on an existing forwards file until the test ends,
+// with fake forwards; those whose context is "missing" cannot start. It
+// returns once the start summary is printed.
+func runAt(t *testing.T, file string, grace time.Duration) *harness {
+	t.Helper()
+	content, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, file: file, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
+	h.r = New(Options{File: file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
 	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
 		if spec.Context == "missing" {
 			return nil, errors.New(`context "missing" does not exist`)
@@ -95,7 +109,6 @@ func run(t *testing.T, content string, grace time.Duration) *harness {
 	done := make(chan error, 1)
 	go func() { done <- h.r.Run(ctx) }()
 	var once sync.Once
-	var err error
 	h.stop = func() error {
 		once.Do(func() {
 			cancel()
@@ -108,7 +121,7 @@ func run(t *testing.T, content string, grace time.Duration) *harness {
 		return err
 	}
 	t.Cleanup(func() { h.stop() })
-	h.waitFor("the start summary", func() bool { return strings.Count(h.out.String(), "\n") >= strings.Count(content, "name:") })
+	h.waitFor("the start summary", func() bool { return strings.Count(h.out.String(), "\n") >= strings.Count(string(content), "name:") })
 	return h
 }
 
@@ -296,7 +309,7 @@ func TestReloadOnEverySave(t *testing.T) {
 		os.Symlink("..v1", filepath.Join(dir, "..data"))
 		os.Symlink("..data/forwards.yaml", filepath.Join(dir, "forwards.yaml"))
 
-		h2 := runAt(t, filepath.Join(dir, "forwards.yaml"))
+		h2 := runAt(t, filepath.Join(dir, "forwards.yaml"), 0)
 		version("..v2", forwardsFile(map[string]int{"a": 9001, "b": 9002}))
 		os.Symlink("..v2", filepath.Join(dir, "..data_tmp"))
 		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
@@ -308,29 +321,6 @@ func TestReloadOnEverySave(t *testing.T) {
 			t.Error("the unchanged forward was restarted")
 		}
 	})
-}
-
-// runAt is run for a file that already exists.
-func runAt(t *testing.T, path string) *harness {
-	content, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, file: path, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
-	h.r = New(Options{File: path, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload})
-	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
-		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{})}
-		h.mu.Lock()
-		h.started = append(h.started, f)
-		h.mu.Unlock()
-		return f, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	h.waitFor("the start", func() bool { return h.startCount() == strings.Count(string(content), "name:") })
-	return h
 }
 
 // 4. An invalid edit changes nothing and says where and what; the next
