@@ -41,6 +41,7 @@ type Forward struct {
 	Reconnect      Backoff
 	Health         Health
 	ConnectTimeout time.Duration
+	ClientBuffer   int // bytes of pod data that may wait for one local client
 }
 
 // Equal reports whether two specs describe the same forward.
@@ -109,6 +110,7 @@ var (
 	DefaultReconnect      = Backoff{Initial: 250 * time.Millisecond, Max: 30 * time.Second}
 	DefaultHealth         = Health{Interval: 10 * time.Second, Timeout: 5 * time.Second}
 	DefaultConnectTimeout = 10 * time.Second
+	DefaultClientBuffer   = 16 << 20
 )
 
 // Load reads, parses and validates the file at path. Errors name the path.
@@ -236,6 +238,7 @@ type common struct {
 	reconnect          Backoff
 	health             Health
 	connectTimeout     time.Duration
+	clientBuffer       int
 }
 
 func builtin() common {
@@ -245,6 +248,7 @@ func builtin() common {
 		reconnect:      DefaultReconnect,
 		health:         DefaultHealth,
 		connectTimeout: DefaultConnectTimeout,
+		clientBuffer:   DefaultClientBuffer,
 	}
 }
 
@@ -299,6 +303,9 @@ func resolve(base common, s settings) (common, []*Error) {
 	}
 	if s.ConnectTimeout != 0 {
 		c.connectTimeout = time.Duration(s.ConnectTimeout)
+	}
+	if s.ClientBuffer != 0 {
+		c.clientBuffer = int(s.ClientBuffer)
 	}
 	return c, errs
 }
@@ -362,6 +369,7 @@ func forwardOf(base common, e entry) (Forward, []*Error) {
 		Reconnect:      c.reconnect,
 		Health:         c.health,
 		ConnectTimeout: c.connectTimeout,
+		ClientBuffer:   c.clientBuffer,
 	}, errs
 }
 

@@ -22,6 +22,7 @@ type settings struct {
 	Reconnect      reconnect `yaml:"reconnect" doc:"Backoff between reconnect attempts: exponential with jitter from initial to max."`
 	Health         health    `yaml:"health" doc:"End-to-end health check of the upstream tunnel."`
 	ConnectTimeout duration  `yaml:"connectTimeout" doc:"How long an accepted local connection may wait for a ready pod before it is closed. Default: 10s."`
+	ClientBuffer   size      `yaml:"clientBuffer" doc:"How much of the pod's data may wait for a local client that reads slower than the pod sends; a connection whose client leaves more unread is closed, and only that one. Bytes, or with a unit (KiB, MiB, GiB), from 64KiB to 1GiB. Default: 16MiB."`
 
 	At     Pos            `yaml:"-"`
 	Fields map[string]Pos `yaml:"-"`

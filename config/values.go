@@ -135,6 +135,49 @@ func (duration) schema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`}
 }
 
+// size is an amount of memory: a whole number of bytes, or with a unit
+// KiB, MiB or GiB (powers of 1024), such as 512KiB or 16MiB.
+type size int64
+
+const (
+	minSize = 64 << 10
+	maxSize = 1 << 30
+)
+
+func (s *size) decodeNode(n *yaml.Node) error {
+	v, err := parseSize(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("invalid size %q: want bytes or a number with a unit, such as 512KiB, 16MiB or 1GiB", n.Value)
+	}
+	if v < minSize || v > maxSize {
+		return fmt.Errorf("invalid size %q: must be from 64KiB to 1GiB", n.Value)
+	}
+	*s = size(v)
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	for unit, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if num, ok := strings.CutSuffix(v, unit); ok {
+			v, mult = num, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > maxSize {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	return n * mult, nil
+}
+
+func (size) schema() map[string]any {
+	return map[string]any{"oneOf": []any{
+		map[string]any{"type": "integer", "minimum": minSize, "maximum": maxSize},
+		map[string]any{"type": "string", "pattern": `^[0-9]+(KiB|MiB|GiB)?$`},
+	}}
+}
+
 // addresses is one address or a list of them.
 type addresses struct {
 	List []string

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/forward/upstream"
 )
 
 // Env is what a forward needs from outside: a connection to the API server
@@ -248,12 +249,15 @@ func (f *Forward) serve(ctx context.Context, c net.Conn, port config.Port) {
 			f.log.Warn("closing connection", "client", c.RemoteAddr().String(), "err", err)
 			return
 		}
-		err = t.pipe(c, remote, f.spec.Health.Timeout, &f.c)
+		err = t.up.Forward(c, remote, f.spec.Health.Timeout, &f.c.bytes)
 		t.release()
-		if errors.Is(err, errStreamCreate) && time.Now().Before(deadline) {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, upstream.ErrNoStream) && time.Now().Before(deadline):
 			continue // the tunnel died under us: the supervisor redials
-		}
-		if err != nil && ctx.Err() == nil {
+		case errors.Is(err, upstream.ErrClientStalled):
+			f.log.Warn("closing connection: the client is not reading", "client", c.RemoteAddr().String(), "pod", t.pod.Name, "port", remote, "err", err)
+		default:
 			f.log.Warn("connection closed with error", "client", c.RemoteAddr().String(), "pod", t.pod.Name, "port", remote, "err", err)
 		}
 		return
@@ -342,9 +346,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		current = pod.Name
 		f.setTunnel(t)
 		f.mu.Lock()
-		f.state, f.transport = Active, t.up.protocol
+		f.state, f.transport = Active, t.up.Protocol()
 		f.mu.Unlock()
-		f.log.Info("connected", "pod", pod.Name, "transport", string(t.up.protocol))
+		f.log.Info("connected", "pod", pod.Name, "transport", string(t.up.Protocol()))
 		up := time.Now()
 		reason := f.hold(ctx, t, pods, tgt, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
@@ -354,7 +358,10 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		case ctx.Err() != nil:
 			t.closeWait(context.Canceled)
 			return
-		case reason == nil: // pod no longer chosen: move on without delay
+		case reason == nil || errors.Is(reason, upstream.ErrGoingAway):
+			// Pod no longer chosen, or the server takes no new streams on
+			// this connection: open connections finish on it, new ones go
+			// to the next tunnel, without delay.
 			t.retire()
 			retired = reap(append(retired, t), pods.List(tgt.selector))
 			current = ""
@@ -419,7 +426,7 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, max(3*f.spec.Health.Timeout, 5*time.Second))
 	defer cancel()
-	up, err := dial(dialCtx, f.env.Config, u, f.spec.Transport)
+	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{ClientBuffer: f.spec.ClientBuffer})
 	if err != nil {
 		return nil, err
 	}
@@ -435,23 +442,19 @@ var errPodGone = errors.New("pod deleted")
 func reap(retired []*tunnel, list []*corev1.Pod) []*tunnel {
 	return slices.DeleteFunc(retired, func(t *tunnel) bool {
 		if !slices.ContainsFunc(list, func(p *corev1.Pod) bool { return p.UID == t.pod.UID }) {
-			t.kill(errPodGone)
+			t.closeWait(errPodGone)
 		}
 		return t.isDead()
 	})
 }
 
-// hold watches a live tunnel: health checks every interval, and the pod
+// hold watches a live tunnel: a ping every health interval, and the pod
 // set. It returns why the tunnel must go: an error if it died, nil if its
 // pod is no longer the one to use (or ctx ended). changed sees the pod
 // list at every change.
 func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, changed func([]*corev1.Pod)) error {
 	tick := time.NewTicker(f.spec.Health.Interval)
 	defer tick.Stop()
-	probePort := 1
-	if p, err := tgt.remotePort(f.spec.Ports[0], t.pod); err == nil {
-		probePort = p
-	}
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
@@ -462,15 +465,17 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.dead:
-			return t.err
-		case <-t.up.conn.CloseChan():
-			t.kill(errors.New("connection closed by the server"))
-			return t.err
+		case <-t.up.Done():
+			return t.up.Err()
+		case <-t.up.GoingAway():
+			return upstream.ErrGoingAway
 		case <-next:
 		case <-tick.C:
-			rtt, err := t.probe(probePort, f.spec.Health.Timeout)
+			rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("health check: %w", err)
 			}
 			f.mu.Lock()

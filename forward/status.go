@@ -42,7 +42,7 @@ func (f *Forward) Status() Status {
 		Name: f.spec.Name, State: f.state, Addresses: append([]string(nil), f.addrs...),
 		Transport: f.transport, Reconnects: f.reconnects,
 		LastError: f.lastErr, LastErrorAt: f.lastErrAt, HealthRTT: f.rtt,
-		Active: f.c.active.Load(), Total: f.c.total.Load(), BytesIn: f.c.in.Load(), BytesOut: f.c.out.Load(),
+		Active: f.c.active.Load(), Total: f.c.total.Load(), BytesIn: f.c.bytes.In.Load(), BytesOut: f.c.bytes.Out.Load(),
 	}
 	if f.tun != nil {
 		s.Pod = f.tun.pod.Name

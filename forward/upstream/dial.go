@@ -1,4 +1,4 @@
-package forward
+package upstream
 
 import (
 	"bufio"
@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/spdystream"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -26,58 +25,31 @@ import (
 
 const portForwardProtocol = "portforward.k8s.io"
 
-// upstream is one upgraded connection to a pod: the SPDY session, run by
-// us directly on spdystream (so that waiting for a stream can end the moment
-// the tunnel dies), and the TCP connection beneath it, which can be closed
-// without blocking however dead the peer is.
-type upstream struct {
-	conn     *spdystream.Connection
-	raw      net.Conn
-	served   chan struct{}    // closed once the session's reader has stopped
-	protocol config.Transport // the one that worked
-}
-
-// newUpstream starts a client SPDY session on c. There are no SPDY pings:
-// the forward's health probe, a stream round trip every health.interval,
-// keeps the connection busy and proves far more.
-func newUpstream(c, raw net.Conn, protocol config.Transport) (*upstream, error) {
-	conn, err := spdystream.NewConnection(c, false)
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	up := &upstream{conn: conn, raw: raw, served: make(chan struct{}), protocol: protocol}
-	go func() {
-		defer close(up.served)
-		conn.Serve(func(s *spdystream.Stream) { s.Refuse() }) // the pod side opens no streams
-	}()
-	return up, nil
-}
-
-// dial upgrades a port-forward request to the pod. Both transports honour
-// ctx throughout, so a hung API server cannot hold a dial forever.
-func dial(ctx context.Context, cfg *rest.Config, u *url.URL, t config.Transport) (*upstream, error) {
+// Dial upgrades a port-forward request to the pod at u (the pod's
+// portforward subresource) and starts a session on it. Both transports
+// honour ctx throughout, so a hung API server cannot hold a dial forever.
+func Dial(ctx context.Context, cfg *rest.Config, u *url.URL, t config.Transport, opts Options) (*Conn, error) {
 	switch t {
 	case config.SPDY:
-		return dialSPDY(ctx, cfg, u)
+		return dialSPDY(ctx, cfg, u, opts)
 	case config.WebSocket:
-		return dialWebSocket(ctx, cfg, u)
+		return dialWebSocket(ctx, cfg, u, opts)
 	}
-	up, wsErr := dialWebSocket(ctx, cfg, u)
+	up, wsErr := dialWebSocket(ctx, cfg, u, opts)
 	if wsErr == nil || ctx.Err() != nil {
 		return up, wsErr
 	}
 	// Fall back on any WebSocket failure: since client-go 0.36 upgrade
 	// errors come from k8s.io/streaming and httpstream.IsUpgradeFailure
 	// no longer recognises them, and a second try costs one round trip.
-	up, err := dialSPDY(ctx, cfg, u)
+	up, err := dialSPDY(ctx, cfg, u, opts)
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %v; spdy: %w", wsErr, err)
 	}
 	return up, nil
 }
 
-func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, error) {
+func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (*Conn, error) {
 	tlsConfig, err := rest.TLSConfigFor(cfg)
 	if err != nil {
 		return nil, err
@@ -123,7 +95,7 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, err
 	if raw == nil {
 		raw = up.conn
 	}
-	return newUpstream(up.conn, raw, config.SPDY)
+	return newConn(up.conn, raw, config.SPDY, opts)
 }
 
 // spdyUpgrader sends the upgrade request and keeps the connection, with
@@ -181,7 +153,7 @@ func upgradeError(resp *http.Response) error {
 	return fmt.Errorf("unable to upgrade connection: %s", msg)
 }
 
-func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream, error) {
+func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (*Conn, error) {
 	rt, holder, err := websocket.RoundTripperFor(cfg)
 	if err != nil {
 		return nil, err
@@ -199,7 +171,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL) (*upstream
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	return newUpstream(portforward.NewTunnelingConnection("client", ws), raw, config.WebSocket)
+	return newConn(portforward.NewTunnelingConnection("client", ws), raw, config.WebSocket, opts)
 }
 
 func proxyFor(cfg *rest.Config) func(*http.Request) (*url.URL, error) {

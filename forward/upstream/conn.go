@@ -1,0 +1,335 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moby/spdystream/spdy"
+
+	"github.com/kforward/kforward/config"
+)
+
+// Sizes on the data path, chosen from profiles (see the package doc).
+const (
+	readBufferSize = 64 << 10 // the upgraded connection is read through this
+	uploadChunk    = 32 << 10 // largest DATA frame sent for a local client
+	maxErrorText   = 64 << 10 // what is kept of an error stream's message
+)
+
+var (
+	// ErrNoStream means the tunnel could not open a stream pair in time, or
+	// died before it did: nothing was sent for the local connection, which
+	// may try the next tunnel.
+	ErrNoStream = errors.New("stream not created in time")
+	// ErrClientStalled means a local client left more of the pod's data
+	// unread than the forward's clientBuffer allows; only that connection is
+	// closed.
+	ErrClientStalled = errors.New("client is not reading")
+	// ErrGoingAway means the server sent GOAWAY: it takes no new streams.
+	ErrGoingAway = errors.New("the server is going away")
+)
+
+// Options tune a Conn.
+type Options struct {
+	// ClientBuffer is how much of the pod's data may wait for one local
+	// client that reads slower than the pod sends; past it that connection
+	// is closed with ErrClientStalled. All connections of a Conn together
+	// hold at most BudgetFactor × ClientBuffer: past that, the one with the
+	// most unread data is closed.
+	ClientBuffer int
+}
+
+// BudgetFactor bounds a Conn's unread data across all its connections, as
+// a multiple of Options.ClientBuffer.
+const BudgetFactor = 8
+
+// Conn is one upgraded port-forward connection to a pod: a SPDY/3.1 client
+// session that carries a stream pair per local connection and answers
+// pings. Create it with Dial; Close it when done.
+type Conn struct {
+	protocol config.Transport
+	raw      net.Conn // the TCP connection beneath: closing it never blocks
+	w        *writer
+	limit    int // unread bytes per pair
+	budget   int64
+
+	buffered atomic.Int64 // unread bytes across pairs
+	nextReq  atomic.Uint64
+	nextPing atomic.Uint32
+
+	mu     sync.Mutex
+	pairs  map[uint32]*pair // by both stream IDs
+	pings  map[uint32]chan struct{}
+	nextID uint32 // next client stream ID (odd); guarded by w.mu, not mu
+
+	dead     chan struct{} // closed by Close
+	deadOnce sync.Once
+	err      error         // why it died; set before dead is closed
+	goAway   chan struct{} // closed on the server's GOAWAY
+	awayOnce sync.Once
+	served   chan struct{} // closed once the reader has stopped
+	wg       sync.WaitGroup
+}
+
+// newConn starts a client session on c, an upgraded connection whose TCP
+// connection is raw.
+func newConn(c, raw net.Conn, protocol config.Transport, opts Options) (*Conn, error) {
+	if opts.ClientBuffer <= 0 {
+		opts.ClientBuffer = config.DefaultClientBuffer
+	}
+	conn := &Conn{
+		protocol: protocol, raw: raw,
+		limit: opts.ClientBuffer, budget: int64(BudgetFactor * opts.ClientBuffer),
+		pairs: map[uint32]*pair{}, pings: map[uint32]chan struct{}{}, nextID: 1,
+		dead: make(chan struct{}), goAway: make(chan struct{}), served: make(chan struct{}),
+	}
+	w, err := newWriter(c, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	conn.w = w
+	go conn.read(c)
+	return conn, nil
+}
+
+// Protocol is the transport the upgrade used.
+func (c *Conn) Protocol() config.Transport { return c.protocol }
+
+// Done is closed when the connection is dead; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.dead }
+
+// GoingAway is closed when the server has said it takes no new streams.
+func (c *Conn) GoingAway() <-chan struct{} { return c.goAway }
+
+// Err is why the connection died, nil while it lives.
+func (c *Conn) Err() error {
+	select {
+	case <-c.dead:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close kills the connection for err: it closes the TCP connection, which
+// never blocks however dead the peer is, and waits until every goroutine
+// of the connection has ended, which they do at once. Every local
+// connection still carried ends with err. (A GOAWAY to a possibly dead
+// peer would only delay this.)
+func (c *Conn) Close(err error) {
+	c.kill(err)
+	<-c.served
+	c.wg.Wait()
+}
+
+func (c *Conn) kill(err error) {
+	c.deadOnce.Do(func() {
+		c.err = err
+		c.raw.Close()
+		close(c.dead)
+	})
+}
+
+// Streams is the number of streams the session has open.
+func (c *Conn) Streams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pairs)
+}
+
+// Ping sends a SPDY PING and waits for its echo, which comes from the
+// kubelet's end of the session through the API server: proof that the
+// whole path works, and nothing for the kubelet to log. An error means no
+// echo within timeout, or a dead connection.
+func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	id := 2*c.nextPing.Add(1) - 1 // client pings are odd
+	echo := make(chan struct{})
+	c.mu.Lock()
+	c.pings[id] = echo
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pings, id)
+		c.mu.Unlock()
+	}()
+	start := time.Now()
+	c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-echo:
+		return time.Since(start), nil
+	case <-timer.C:
+		return 0, fmt.Errorf("no answer to ping within %s", timeout)
+	case <-c.dead:
+		return 0, c.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// sendControl queues a control frame without waiting for the connection to
+// take it: the reader must never block on a write (the peer may be blocked
+// writing to us), and callers that wait for an answer time out on their own.
+func (c *Conn) sendControl(encode func(*spdy.Framer) error) {
+	if c.w.queue(encode) {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.w.flush()
+		}()
+	}
+}
+
+// read reads frames until the connection fails, then ends every pair.
+func (c *Conn) read(r io.Reader) {
+	defer close(c.served)
+	err := c.readFrames(bufio.NewReaderSize(r, readBufferSize))
+	select {
+	case <-c.dead:
+	default:
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			err = errors.New("connection closed by the server")
+		}
+		c.kill(err)
+	}
+	c.mu.Lock()
+	pairs := make([]*pair, 0, len(c.pairs))
+	for _, p := range c.pairs {
+		pairs = append(pairs, p)
+	}
+	c.mu.Unlock()
+	for _, p := range pairs {
+		p.abort(fmt.Errorf("tunnel closed: %w", c.err))
+	}
+}
+
+// readFrames parses SPDY/3.1 frames. DATA goes to its pair straight from
+// the read buffer; control frames need at most their first 8 bytes: header
+// blocks (of SYN_REPLY and HEADERS) are never decoded, since the kubelet's
+// replies carry nothing a client needs.
+func (c *Conn) readFrames(br *bufio.Reader) error {
+	var h [8]byte
+	for {
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return err
+		}
+		first, second := binary.BigEndian.Uint32(h[:4]), binary.BigEndian.Uint32(h[4:])
+		flags, length := uint8(second>>24), int(second&0xffffff)
+		if first&0x80000000 == 0 {
+			if err := c.readData(br, first&0x7fffffff, flags, length); err != nil {
+				return err
+			}
+			continue
+		}
+		var p [8]byte
+		k := min(length, len(p))
+		if _, err := io.ReadFull(br, p[:k]); err != nil {
+			return err
+		}
+		if _, err := br.Discard(length - k); err != nil {
+			return err
+		}
+		c.control(spdy.ControlFrameType(first&0xffff), flags, p[:k])
+	}
+}
+
+func (c *Conn) readData(br *bufio.Reader, id uint32, flags uint8, length int) error {
+	c.mu.Lock()
+	p := c.pairs[id]
+	c.mu.Unlock()
+	fin := spdy.DataFlags(flags)&spdy.DataFlagFin != 0
+	if p == nil { // a stream we have already forgotten
+		_, err := br.Discard(length)
+		return err
+	}
+	for {
+		n := min(length, br.Size())
+		b, err := br.Peek(n)
+		if err != nil {
+			return err
+		}
+		length -= n
+		p.receive(id, b, fin && length == 0)
+		br.Discard(n)
+		if length == 0 {
+			break
+		}
+	}
+	if over := c.buffered.Load() - c.budget; over > 0 {
+		c.shed()
+	}
+	return nil
+}
+
+func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
+	if len(p) < 4 {
+		return // SETTINGS and the like, or malformed: nothing we act on
+	}
+	id := binary.BigEndian.Uint32(p) & 0x7fffffff
+	switch typ {
+	case spdy.TypeSynReply:
+		if pr := c.pair(id); pr != nil {
+			pr.replied(id, spdy.ControlFlags(flags)&spdy.ControlFlagFin != 0)
+		}
+	case spdy.TypeRstStream:
+		if pr := c.pair(id); pr != nil {
+			status := spdy.RstStreamStatus(0)
+			if len(p) == 8 {
+				status = spdy.RstStreamStatus(binary.BigEndian.Uint32(p[4:]))
+			}
+			pr.abort(fmt.Errorf("stream reset by the kubelet (status %d)", status))
+		}
+	case spdy.TypePing:
+		id = binary.BigEndian.Uint32(p) // ping IDs use all 32 bits
+		if id%2 == 0 {                  // the server's: echo it
+			c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
+			return
+		}
+		c.mu.Lock()
+		echo := c.pings[id]
+		delete(c.pings, id)
+		c.mu.Unlock()
+		if echo != nil {
+			close(echo)
+		}
+	case spdy.TypeSynStream: // the pod side opens no streams
+		c.sendControl(func(f *spdy.Framer) error {
+			return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(id), Status: spdy.RefusedStream})
+		})
+	case spdy.TypeGoAway:
+		c.awayOnce.Do(func() { close(c.goAway) })
+	}
+}
+
+func (c *Conn) pair(id uint32) *pair {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pairs[id]
+}
+
+// shed closes the connection with the most unread data when all of them
+// together hold more than the budget.
+func (c *Conn) shed() {
+	c.mu.Lock()
+	var worst *pair
+	most := 0
+	for _, p := range c.pairs {
+		if q := p.unread(); q > most {
+			worst, most = p, q
+		}
+	}
+	c.mu.Unlock()
+	if worst != nil {
+		worst.abort(fmt.Errorf("%w: %d bytes unread, and this forward's connections together hold more than %d", ErrClientStalled, most, c.budget))
+	}
+}

@@ -1,0 +1,431 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/moby/spdystream/spdy"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Bytes counts what a forward carries.
+type Bytes struct {
+	In  atomic.Int64 // from the pod to local clients
+	Out atomic.Int64 // from local clients to the pod
+}
+
+// PodError is what the kubelet reported on a connection's error stream,
+// for example that nothing listens on the port inside the pod.
+type PodError struct {
+	Port int
+	Msg  string
+}
+
+func (e *PodError) Error() string { return fmt.Sprintf("port %d: %s", e.Port, e.Msg) }
+
+// pair is one local connection carried over an error stream and a data
+// stream, as the kubelet's port-forward protocol wants.
+type pair struct {
+	c             *Conn
+	errID, dataID uint32
+	port          int
+	local         net.Conn
+	raw           syscall.RawConn // for writes that must not block; nil if unavailable
+	n             *Bytes
+
+	replyCh  chan struct{} // the data stream's SYN_REPLY arrived
+	podDone  chan struct{} // the pod's side ended and all of it was delivered
+	errDone  chan struct{} // the error stream ended
+	aborted  chan struct{} // the connection failed; why is in abortErr
+	wake     chan struct{} // something is queued for the local client
+	stopped  chan struct{} // closed by finish: the pair's goroutines exit
+	once     struct{ reply, pod, err, abort sync.Once }
+	abortErr error
+
+	mu       sync.Mutex
+	queue    [][]byte // pod data waiting for the local client
+	queued   int
+	writing  bool // the drain goroutine is writing to the local client
+	podFIN   bool
+	errText  []byte
+	finSent  bool // we half-closed the data stream
+	finished bool
+}
+
+// Forward carries local over a new stream pair to port in the pod, until
+// either side ends it; n counts the bytes. It returns ErrNoStream when the
+// pair could not be opened within timeout (nothing was read from local
+// then), a *PodError when the kubelet reported one, ErrClientStalled when
+// local did not read, or why the connection failed.
+func (c *Conn) Forward(local net.Conn, port int, timeout time.Duration, n *Bytes) error {
+	p, err := c.open(local, port, timeout, n)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		p.upload()
+	}()
+	go func() {
+		defer wg.Done()
+		p.drain()
+	}()
+	err = p.wait(timeout)
+	p.finish(err)
+	wg.Wait()
+	return err
+}
+
+// open sends the SYN_STREAMs of a new pair, both at once and the error
+// stream already half-closed (the client sends nothing on it), and waits
+// for the data stream's reply: one round trip.
+func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (*pair, error) {
+	p := &pair{
+		c: c, local: local, n: n, port: port,
+		replyCh: make(chan struct{}), podDone: make(chan struct{}), errDone: make(chan struct{}),
+		aborted: make(chan struct{}), wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+	}
+	if sc, ok := local.(syscall.Conn); ok {
+		p.raw, _ = sc.SyscallConn()
+	}
+	select {
+	case <-c.goAway:
+		return nil, fmt.Errorf("%w: %w", ErrNoStream, ErrGoingAway)
+	case <-c.dead:
+		return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
+	default:
+	}
+	reqID := strconv.FormatUint(c.nextReq.Add(1), 10)
+	headers := func(kind string) http.Header {
+		h := http.Header{}
+		h.Set(corev1.StreamType, kind)
+		h.Set(corev1.PortHeader, strconv.Itoa(port))
+		h.Set(corev1.PortForwardRequestIDHeader, reqID)
+		return h
+	}
+	c.sendControl(func(f *spdy.Framer) error {
+		// IDs are taken here, under the writer's lock, so they reach the
+		// wire in increasing order as the kubelet requires.
+		p.errID, p.dataID = c.nextID, c.nextID+2
+		c.nextID += 4
+		c.mu.Lock()
+		c.pairs[p.errID], c.pairs[p.dataID] = p, p
+		c.mu.Unlock()
+		if err := f.WriteFrame(&spdy.SynStreamFrame{
+			StreamId: spdy.StreamId(p.errID), Headers: headers(corev1.StreamTypeError),
+			CFHeader: spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin},
+		}); err != nil {
+			return err
+		}
+		return f.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(p.dataID), Headers: headers(corev1.StreamTypeData)})
+	})
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-p.replyCh:
+		return p, nil
+	case <-p.aborted:
+		c.forget(p)
+		if c.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
+		}
+		return nil, fmt.Errorf("stream refused: %w", p.abortErr)
+	case <-c.dead: // also when the SYN_STREAMs could not be written
+		c.forget(p)
+		return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
+	case <-timer.C:
+		c.kill(fmt.Errorf("no stream within %s", timeout))
+		c.forget(p)
+		return nil, fmt.Errorf("%w: no answer within %s", ErrNoStream, timeout)
+	}
+}
+
+// forget removes the pair's streams from the session.
+func (c *Conn) forget(p *pair) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pairs[p.errID] == p {
+		delete(c.pairs, p.errID)
+	}
+	if c.pairs[p.dataID] == p {
+		delete(c.pairs, p.dataID)
+	}
+}
+
+// wait returns when the connection is over. As kubectl does, it ends when
+// the pod's side ends, when the pod reports an error, or when it fails.
+// When the pod's side ends first, its error (say, "connection refused")
+// may still be on its way on the error stream, which the kubelet closes
+// right after: wait for it a little.
+func (p *pair) wait(timeout time.Duration) error {
+	podDone, errDone := p.podDone, p.errDone
+	var grace <-chan time.Time
+	for {
+		select {
+		case <-podDone:
+			if errDone == nil {
+				return nil
+			}
+			podDone = nil
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			grace = t.C
+		case <-errDone:
+			if err := p.podError(); err != nil {
+				return err
+			}
+			if podDone == nil {
+				return nil
+			}
+			errDone = nil // an empty error stream just means "no error"
+		case <-grace:
+			return nil
+		case <-p.aborted:
+			if err := p.podError(); err != nil {
+				return err // the kubelet reset the streams after reporting
+			}
+			return p.abortErr
+		}
+	}
+}
+
+func (p *pair) podError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if msg := strings.TrimSpace(string(p.errText)); msg != "" {
+		return &PodError{Port: p.port, Msg: msg}
+	}
+	return nil
+}
+
+// finish ends the pair: the local connection is closed (its goroutines
+// return at once), the streams are forgotten, and the kubelet is told.
+// After a clean end a half-close is all it needs to finish its side
+// quietly; after a failure both streams are reset.
+func (p *pair) finish(err error) {
+	p.mu.Lock()
+	p.finished = true
+	finSent := p.finSent
+	p.finSent = true
+	for _, b := range p.queue {
+		putChunk(b)
+	}
+	p.c.buffered.Add(-int64(p.queued))
+	p.queue, p.queued = nil, 0
+	p.mu.Unlock()
+	close(p.stopped)
+	p.local.Close()
+	p.c.forget(p)
+	if p.c.Err() != nil {
+		return
+	}
+	if err == nil {
+		if !finSent { // queued, not waited for: finishing never blocks
+			p.c.sendControl(func(f *spdy.Framer) error {
+				return f.WriteFrame(&spdy.DataFrame{StreamId: spdy.StreamId(p.dataID), Flags: spdy.DataFlagFin})
+			})
+		}
+		return
+	}
+	p.c.sendControl(func(f *spdy.Framer) error {
+		if err := f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.dataID), Status: spdy.Cancel}); err != nil {
+			return err
+		}
+		return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.errID), Status: spdy.Cancel})
+	})
+}
+
+// abort ends the connection for err; the first reason wins.
+func (p *pair) abort(err error) {
+	p.once.abort.Do(func() {
+		p.abortErr = err
+		close(p.aborted)
+	})
+}
+
+func (p *pair) replied(id uint32, fin bool) {
+	if id == p.dataID {
+		p.once.reply.Do(func() { close(p.replyCh) })
+	}
+	if fin {
+		p.receive(id, nil, true)
+	}
+}
+
+// receive takes a DATA frame's payload from the reader, which must never
+// block: b is only valid during the call.
+func (p *pair) receive(id uint32, b []byte, fin bool) {
+	if id == p.errID {
+		p.mu.Lock()
+		if room := maxErrorText - len(p.errText); room > 0 {
+			p.errText = append(p.errText, b[:min(len(b), room)]...)
+		}
+		p.mu.Unlock()
+		if fin {
+			p.once.err.Do(func() { close(p.errDone) })
+		}
+		return
+	}
+	p.n.In.Add(int64(len(b)))
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return
+	}
+	if len(p.queue) == 0 && !p.writing && p.raw != nil {
+		b = b[tryWrite(p.raw, b):]
+	}
+	var stalled error
+	if len(b) > 0 {
+		if p.queued+len(b) > p.c.limit {
+			stalled = fmt.Errorf("%w: more than %d bytes unread", ErrClientStalled, p.c.limit)
+		} else {
+			for len(b) > 0 {
+				chunk := getChunk(len(b))
+				k := copy(chunk, b)
+				p.queue = append(p.queue, chunk[:k])
+				b = b[k:]
+				p.queued += k
+				p.c.buffered.Add(int64(k))
+			}
+		}
+	}
+	if fin {
+		p.podFIN = true
+	}
+	delivered := p.podFIN && len(p.queue) == 0 && !p.writing
+	p.mu.Unlock()
+	switch {
+	case stalled != nil:
+		p.abort(stalled)
+	case delivered:
+		p.closeWrite()
+	default:
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain writes queued pod data to the local client, for as long as the
+// client takes it; only this connection waits on a slow client.
+func (p *pair) drain() {
+	for {
+		select {
+		case <-p.wake:
+		case <-p.stopped:
+			return
+		}
+		for {
+			p.mu.Lock()
+			if p.finished {
+				p.mu.Unlock()
+				return
+			}
+			if len(p.queue) == 0 {
+				p.writing = false
+				delivered := p.podFIN
+				p.mu.Unlock()
+				if delivered {
+					p.closeWrite()
+				}
+				break
+			}
+			bufs := net.Buffers(p.queue)
+			chunks := p.queue
+			p.queue = nil
+			p.writing = true
+			p.mu.Unlock()
+
+			n, err := bufs.WriteTo(p.local)
+			for _, b := range chunks {
+				putChunk(b)
+			}
+			p.mu.Lock()
+			p.queued -= int(n)
+			p.c.buffered.Add(-n)
+			p.mu.Unlock()
+			if err != nil {
+				p.abort(fmt.Errorf("write to client: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// closeWrite passes the pod's end on to the local client.
+func (p *pair) closeWrite() {
+	p.once.pod.Do(func() {
+		if tc, ok := p.local.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		}
+		close(p.podDone)
+	})
+}
+
+func (p *pair) unread() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued
+}
+
+// upload carries the local client's data to the pod until it ends: its
+// half-close is passed on; a reset or any other error fails the pair at
+// once rather than when the pod next writes.
+func (p *pair) upload() {
+	buf := make([]byte, dataHeaderLen+uploadChunk)
+	for {
+		n, err := p.local.Read(buf[dataHeaderLen:])
+		if n > 0 {
+			if werr := p.c.w.data(p.dataID, false, buf[:dataHeaderLen+n]); werr != nil {
+				p.abort(fmt.Errorf("tunnel: %w", werr))
+				return
+			}
+			p.n.Out.Add(int64(n))
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			p.mu.Lock()
+			send := !p.finSent
+			p.finSent = true
+			p.mu.Unlock()
+			if send {
+				p.c.w.data(p.dataID, true, buf[:dataHeaderLen])
+			}
+			return
+		case err != nil:
+			p.abort(fmt.Errorf("read from client: %w", err))
+			return
+		}
+	}
+}
+
+// Queued pod data lives in pooled chunks of the size the kubelet writes.
+const chunkSize = 32 << 10
+
+var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
+
+func getChunk(n int) []byte {
+	if n > chunkSize {
+		return make([]byte, n)
+	}
+	return chunks.Get().(*[chunkSize]byte)[:]
+}
+
+func putChunk(b []byte) {
+	if cap(b) == chunkSize {
+		chunks.Put((*[chunkSize]byte)(b[:chunkSize]))
+	}
+}
