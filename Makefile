@@ -21,9 +21,11 @@ vet:
 unit:
 	$(GO) test -race -count=1 -short ./...
 
-# Benchmarks against the local control plane (figures, not pass/fail).
+# kforward against kubectl port-forward on the local control plane, side by
+# side (figures, not pass/fail; see BENCHMARKS.md). Flags go in BENCHFLAGS,
+# e.g. make bench BENCHFLAGS='--json bench.json --kforward /path/to/kforward'.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./e2e/
+	$(GO) run ./e2e/cmd/bench $(BENCHFLAGS)
 
 fuzz:
 	cd config && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s -fuzzminimizetime 5s .

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -29,8 +30,9 @@ import (
 // starts a server in this process and points a PortForward at it:
 //
 //   - a port whose name starts with "http" gets an HTTP server answering
-//     GET / with "namespace/name\n" (so a test knows which pod answered) and
-//     GET /bytes/N with N bytes;
+//     GET / with "namespace/name\n" (so a test knows which pod answered),
+//     GET /bytes/N with N bytes, and POST /sink by reading the body to its
+//     end and answering its length (an upload that counts);
 //   - a port whose name starts with "refuse" points at a closed port, like a
 //     process inside the pod that is not listening (connection refused);
 //   - every other port gets a TCP echo server.
@@ -231,7 +233,45 @@ func httpBackend(who string) http.Handler {
 			n -= k
 		}
 	})
+	mux.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, strconv.FormatInt(n, 10)+"\n")
+	})
 	return mux
+}
+
+// BackendAddr returns the address of the in-process backend that serves a
+// pod's container port, as the pod's PortForward names it: the far end of
+// every port-forward to that port, which a benchmark dials directly to
+// measure what the tunnel costs. The pod must exist; its PortForward is
+// written as soon as it does, so a Ready pod always has one.
+func (c *Cluster) BackendAddr(ctx context.Context, namespace, pod string, port int32) (string, error) {
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return "", err
+	}
+	pf, err := dyn.Resource(portForwardResource).Namespace(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("portforward of pod %s/%s: %w", namespace, pod, err)
+	}
+	forwards, _, _ := unstructured.NestedSlice(pf.Object, "spec", "forwards")
+	for _, f := range forwards {
+		f, _ := f.(map[string]any)
+		ports, _, _ := unstructured.NestedSlice(f, "ports")
+		for _, p := range ports {
+			if p, ok := p.(int64); !ok || p != int64(port) {
+				continue
+			}
+			host, _, _ := unstructured.NestedString(f, "target", "address")
+			target, _, _ := unstructured.NestedInt64(f, "target", "port")
+			return net.JoinHostPort(host, strconv.FormatInt(target, 10)), nil
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no backend for port %d", namespace, pod, port)
 }
 
 // echoServer writes back everything it reads; when the client half-closes,
