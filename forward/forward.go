@@ -57,6 +57,7 @@ type Forward struct {
 	lastErr    string
 	lastErrAt  time.Time
 	rtt        time.Duration
+	checks     int64
 	transport  config.Transport
 }
 
@@ -480,6 +481,7 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 			}
 			f.mu.Lock()
 			f.rtt = rtt
+			f.checks++
 			f.mu.Unlock()
 		}
 	}

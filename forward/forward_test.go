@@ -670,7 +670,10 @@ func TestStatus(t *testing.T) {
 
 	st := f.Status()
 	want := Status{Name: "web", State: Active, Addresses: st.Addresses, Pod: "a", Transport: config.WebSocket,
-		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT}
+		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT, HealthChecks: st.HealthChecks}
+	if st.HealthChecks < 1 {
+		t.Fatalf("%d health checks counted after one passed", st.HealthChecks)
+	}
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("status\n %+v\nwant\n %+v", st, want)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	clientportforward "k8s.io/client-go/tools/portforward"
 	"k8s.io/cri-streaming/pkg/streaming/portforward"
+	"k8s.io/klog/v2"
 )
 
 // fakeKubelet is an in-process stand-in for the API server and kubelet on
@@ -74,7 +76,8 @@ func (k *fakeKubelet) env(pods Pods, log *testLog) Env {
 
 // addPod starts one backend per port: "echo" echoes, "http" answers any
 // request with the pod's name, "reply" reads to EOF, then answers how many
-// bytes it got and closes. It returns the pod, Running and Ready.
+// bytes it got and closes, "bytes" reads a decimal count N and a newline,
+// then sends N bytes (byte i is i%251) and closes. It returns the pod, Running and Ready.
 func (k *fakeKubelet) addPod(name string, created time.Time, ports map[string]int32) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID(name + "-" + strconv.FormatInt(created.UnixNano(), 10)),
@@ -138,11 +141,77 @@ func (k *fakeKubelet) backend(pod, kind string) string {
 				case "reply":
 					n, _ := io.Copy(io.Discard, c)
 					fmt.Fprintf(c, "got %d bytes", n)
+				case "bytes":
+					var n int64
+					if _, err := fmt.Fscanf(bufio.NewReader(c), "%d\n", &n); err == nil {
+						writePattern(c, n)
+					}
 				}
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// writePattern writes n bytes, byte i being i%251, so a reader can check
+// every byte and its place.
+func writePattern(w io.Writer, n int64) error {
+	buf := make([]byte, 251*128)
+	for i := range buf {
+		buf[i] = byte(i % 251)
+	}
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := w.Write(buf[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// streamCreationTimeout is how long the fake kubelet waits for both
+// streams of a pair before it reports an error, as the kubelet does (30s
+// there; short here so a test sees it).
+const streamCreationTimeout = 2 * time.Second
+
+// kubeletErrors records the errors logged through klog in this process:
+// cri-streaming reports through klog (k8s.io/streaming/pkg/runtime's
+// HandleError), so these are the lines a real kubelet would write to its
+// log. Errors of the forward's own client-go count too.
+var kubeletErrors struct {
+	sync.Mutex
+	list []string
+}
+
+func init() { klog.SetLogger(logr.New(errorSink{})) }
+
+// errorSink is a logr sink that keeps errors and drops the rest.
+type errorSink struct{}
+
+func (errorSink) Init(logr.RuntimeInfo)            {}
+func (errorSink) Enabled(int) bool                 { return false }
+func (errorSink) Info(int, string, ...any)         {}
+func (s errorSink) WithValues(...any) logr.LogSink { return s }
+func (s errorSink) WithName(string) logr.LogSink   { return s }
+func (errorSink) Error(err error, msg string, _ ...any) {
+	kubeletErrors.Lock()
+	defer kubeletErrors.Unlock()
+	kubeletErrors.list = append(kubeletErrors.list, fmt.Sprintf("%s: %v", msg, err))
+}
+
+// kubeletErrorCount is how many errors the kubelet side has reported.
+func kubeletErrorCount() int {
+	kubeletErrors.Lock()
+	defer kubeletErrors.Unlock()
+	return len(kubeletErrors.list)
+}
+
+// kubeletErrorsSince returns the errors reported after the first n.
+func kubeletErrorsSince(n int) []string {
+	kubeletErrors.Lock()
+	defer kubeletErrors.Unlock()
+	return append([]string(nil), kubeletErrors.list[n:]...)
 }
 
 // PortForward is the kubelet's side: connect the data stream to the pod's port.
@@ -208,7 +277,7 @@ func (k *fakeKubelet) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	portforward.ServePortForward(w, req, k, pod, "", opts, 0, 10*time.Second, []string{"portforward.k8s.io"})
+	portforward.ServePortForward(w, req, k, pod, "", opts, 0, streamCreationTimeout, []string{"portforward.k8s.io"})
 }
 
 func (k *fakeKubelet) getPod(w http.ResponseWriter, name string) {
@@ -243,7 +312,7 @@ func (k *fakeKubelet) serveWebSocket(w http.ResponseWriter, req *http.Request, p
 	spdyReq.Header.Set("Connection", "Upgrade")
 	spdyReq.Header.Set("Upgrade", "SPDY/3.1")
 	spdyReq.Header.Set("X-Stream-Protocol-Version", "portforward.k8s.io")
-	portforward.ServePortForward(&hijacked{conn: conn}, spdyReq, k, pod, "", nil, 0, 10*time.Second, []string{"portforward.k8s.io"})
+	portforward.ServePortForward(&hijacked{conn: conn}, spdyReq, k, pod, "", nil, 0, streamCreationTimeout, []string{"portforward.k8s.io"})
 }
 
 // hijacked hands an already upgraded connection to the SPDY upgrader; the

@@ -19,19 +19,20 @@ const (
 
 // Status is a snapshot of a forward, safe to keep and read.
 type Status struct {
-	Name        string
-	State       State
-	Addresses   []string // bound local addresses, with the chosen ports
-	Pod         string
-	Transport   config.Transport
-	Active      int64 // open local connections
-	Total       int64 // local connections accepted
-	BytesIn     int64 // from the pod to local clients
-	BytesOut    int64 // from local clients to the pod
-	Reconnects  int
-	LastError   string
-	LastErrorAt time.Time
-	HealthRTT   time.Duration // last health-check round trip
+	Name         string
+	State        State
+	Addresses    []string // bound local addresses, with the chosen ports
+	Pod          string
+	Transport    config.Transport
+	Active       int64 // open local connections
+	Total        int64 // local connections accepted
+	BytesIn      int64 // from the pod to local clients
+	BytesOut     int64 // from local clients to the pod
+	Reconnects   int
+	LastError    string
+	LastErrorAt  time.Time
+	HealthRTT    time.Duration // last health-check round trip
+	HealthChecks int64         // health checks passed
 }
 
 // Status returns a snapshot of the forward.
@@ -41,7 +42,7 @@ func (f *Forward) Status() Status {
 	s := Status{
 		Name: f.spec.Name, State: f.state, Addresses: append([]string(nil), f.addrs...),
 		Transport: f.transport, Reconnects: f.reconnects,
-		LastError: f.lastErr, LastErrorAt: f.lastErrAt, HealthRTT: f.rtt,
+		LastError: f.lastErr, LastErrorAt: f.lastErrAt, HealthRTT: f.rtt, HealthChecks: f.checks,
 		Active: f.c.active.Load(), Total: f.c.total.Load(), BytesIn: f.c.bytes.In.Load(), BytesOut: f.c.bytes.Out.Load(),
 	}
 	if f.tun != nil {

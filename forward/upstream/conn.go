@@ -69,6 +69,7 @@ type Conn struct {
 	pairs  map[uint32]*pair // by both stream IDs
 	pings  map[uint32]chan struct{}
 	nextID uint32 // next client stream ID (odd); guarded by w.mu, not mu
+	closed bool   // Close is waiting for the flushers: start no more
 
 	dead     chan struct{} // closed by Close
 	deadOnce sync.Once
@@ -76,7 +77,7 @@ type Conn struct {
 	goAway   chan struct{} // closed on the server's GOAWAY
 	awayOnce sync.Once
 	served   chan struct{} // closed once the reader has stopped
-	wg       sync.WaitGroup
+	flushers sync.WaitGroup
 }
 
 // newConn starts a client session on c, an upgraded connection whose TCP
@@ -128,7 +129,10 @@ func (c *Conn) Err() error {
 func (c *Conn) Close(err error) {
 	c.kill(err)
 	<-c.served
-	c.wg.Wait()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.flushers.Wait()
 }
 
 func (c *Conn) kill(err error) {
@@ -181,13 +185,19 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 // take it: the reader must never block on a write (the peer may be blocked
 // writing to us), and callers that wait for an answer time out on their own.
 func (c *Conn) sendControl(encode func(*spdy.Framer) error) {
-	if c.w.queue(encode) {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.w.flush()
-		}()
+	if !c.w.queue(encode) {
+		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return // dead: nothing will be written any more
+	}
+	c.flushers.Add(1)
+	go func() {
+		defer c.flushers.Done()
+		c.w.flush()
+	}()
 }
 
 // read reads frames until the connection fails, then ends every pair.

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -132,22 +133,30 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case <-p.replyCh:
-		return p, nil
-	case <-p.aborted:
-		c.forget(p)
-		if c.Err() != nil {
+	for {
+		select {
+		case <-p.replyCh:
+			return p, nil
+		case <-p.aborted:
+			c.forget(p)
+			if c.Err() != nil {
+				return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
+			}
+			return nil, fmt.Errorf("stream refused: %w", p.abortErr)
+		case <-c.dead: // also when the SYN_STREAMs could not be written
+			c.forget(p)
 			return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
+		case <-timer.C:
+			// A slow reply may only mean a busy kubelet (a burst of new
+			// connections): the tunnel is dead only if a ping is not
+			// answered either.
+			if _, err := c.Ping(context.Background(), timeout); err != nil && c.Err() == nil {
+				c.kill(fmt.Errorf("no stream within %s, and %w", timeout, err))
+				c.forget(p)
+				return nil, fmt.Errorf("%w: no answer within %s", ErrNoStream, timeout)
+			}
+			timer.Reset(timeout)
 		}
-		return nil, fmt.Errorf("stream refused: %w", p.abortErr)
-	case <-c.dead: // also when the SYN_STREAMs could not be written
-		c.forget(p)
-		return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
-	case <-timer.C:
-		c.kill(fmt.Errorf("no stream within %s", timeout))
-		c.forget(p)
-		return nil, fmt.Errorf("%w: no answer within %s", ErrNoStream, timeout)
 	}
 }
 
