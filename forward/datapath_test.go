@@ -247,7 +247,7 @@ func TestVanishedClientReleasedAtOnce(t *testing.T) {
 	}{
 		{"reset", ":reply", func(t *testing.T, c net.Conn) {
 			io.WriteString(c, "the pod waits for more") // and never writes
-			c.(*net.TCPConn).SetLinger(0)              // close with RST
+			c.(*net.TCPConn).SetLinger(0)               // close with RST
 			c.Close()
 		}},
 		{"closed with unread data", ":bytes", func(t *testing.T, c net.Conn) {
