@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -180,7 +181,13 @@ func spec(name, ns string, target config.Target, ports ...string) config.Forward
 // active; it fails the test if Run does not return promptly at the end.
 func startForward(t testing.TB, c *cluster.Cluster, s config.Forward) *forward.Forward {
 	t.Helper()
-	f := forward.New(s, forward.Env{Config: c.Config, Client: c.Client, Namespace: s.Namespace})
+	return startForwardLog(t, c, s, nil)
+}
+
+// startForwardLog is startForward with the forward's log going to log.
+func startForwardLog(t testing.TB, c *cluster.Cluster, s config.Forward, log *slog.Logger) *forward.Forward {
+	t.Helper()
+	f := forward.New(s, forward.Env{Config: c.Config, Client: c.Client, Namespace: s.Namespace, Log: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()

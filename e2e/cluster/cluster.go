@@ -283,6 +283,13 @@ func (c *Cluster) signal(name Component, sig syscall.Signal) error {
 	return p.signal(sig)
 }
 
+// LogFile is the path of a component's log.
+func (c *Cluster) LogFile(name Component) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[name].log
+}
+
 // Logs returns the tail of a component's log.
 func (c *Cluster) Logs(name Component) string {
 	c.mu.Lock()
