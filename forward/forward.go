@@ -1,7 +1,8 @@
 // Package forward runs one supervised port-forward: it binds its local
 // listeners once, follows the target's ready pods, keeps one upgraded
-// connection to the chosen pod, carries every local connection over its own
-// stream pair, checks the tunnel end to end and redials with backoff.
+// connection (package upstream, which carries every local connection over
+// its own stream pair) to the chosen pod, pings it every health interval
+// and redials with backoff.
 package forward
 
 import (
