@@ -139,3 +139,18 @@ func TestRunInvalidFile(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s", code, errOut)
 	}
 }
+
+// --cpuprofile writes a profile (gzip-compressed protobuf) of the run, also
+// when the run ends with an error.
+func TestRunCPUProfile(t *testing.T) {
+	dir := t.TempDir()
+	file, prof := filepath.Join(dir, "forwards.yaml"), filepath.Join(dir, "cpu.pprof")
+	os.WriteFile(file, []byte("forwards:\n  - pod: a\n    ports: [x]\n"), 0o600)
+	if code, _, errOut := runMain(t, "run", "-f", file, "--cpuprofile", prof); code != 1 {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile %s: %d bytes, %v; want a gzip-compressed profile", prof, len(b), err)
+	}
+}

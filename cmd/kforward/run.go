@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ func newRunCmd() *cobra.Command {
 		grace     time.Duration
 		logFormat string
 		verbose   int
+		profile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [-f forwards.yaml]",
@@ -38,6 +40,13 @@ signal exits at once.`,
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, verbose)
 			if err != nil {
 				return err
+			}
+			if profile != "" {
+				stopProfile, err := startCPUProfile(profile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -58,7 +67,24 @@ signal exits at once.`,
 	cmd.Flags().DurationVar(&grace, "grace", 2*time.Second, "on shutdown, how long open connections may finish")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().CountVarP(&verbose, "verbose", "v", "more detail in the log; repeat for client-go's own (-vv, -vvv)")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for performance reports; read it with go tool pprof)")
 	return cmd
+}
+
+// startCPUProfile profiles until the returned function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // newLogger returns the log for a run, and routes client-go's klog output
