@@ -35,6 +35,11 @@ import (
 //     end and answering its length (an upload that counts);
 //   - a port whose name starts with "refuse" points at a closed port, like a
 //     process inside the pod that is not listening (connection refused);
+//   - a port whose name starts with "once" echoes what its first read got
+//     and closes: the pod ends the conversation. kwok does not pass a
+//     client's half-close on to the pod (its tunnel waits for both
+//     directions), so a connection to an echo port lives, in kwok and
+//     here, until the pod goes; many short connections need this one;
 //   - every other port gets a TCP echo server.
 //
 // The PortForward is created as soon as the pod exists, before it is
@@ -198,6 +203,10 @@ func serve(pod *corev1.Pod, p corev1.ContainerPort) (*net.TCPAddr, io.Closer, er
 	case strings.HasPrefix(p.Name, "refuse"):
 		l.Close() // nothing listens there now: connection refused
 		return addr, nil, nil
+	case strings.HasPrefix(p.Name, "once"):
+		e := &echoServer{l: l, conns: map[net.Conn]struct{}{}, once: true}
+		go e.serve()
+		return addr, e, nil
 	case strings.HasPrefix(p.Name, "http"):
 		srv := &http.Server{Handler: httpBackend(pod.Namespace + "/" + pod.Name), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(l)
@@ -275,9 +284,11 @@ func (c *Cluster) BackendAddr(ctx context.Context, namespace, pod string, port i
 }
 
 // echoServer writes back everything it reads; when the client half-closes,
-// it finishes writing and half-closes too.
+// it finishes writing and half-closes too. With once, it writes back only
+// what its first read got, then closes.
 type echoServer struct {
 	l     net.Listener
+	once  bool
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 }
@@ -298,6 +309,13 @@ func (e *echoServer) serve() {
 				e.mu.Unlock()
 				c.Close()
 			}()
+			if e.once {
+				buf := make([]byte, 64<<10)
+				if n, _ := c.Read(buf); n > 0 {
+					c.Write(buf[:n])
+				}
+				return
+			}
 			io.Copy(c, c)
 			c.(*net.TCPConn).CloseWrite()
 		}()

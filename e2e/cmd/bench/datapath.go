@@ -113,7 +113,7 @@ func (b *bench) connect(ctx context.Context, f forwarder, s *session, round int)
 	lat := make([]float64, 0, b.o.conns)
 	for i := range b.o.conns {
 		start := time.Now()
-		if err := echoOnce(ctx, s.echo, 1); err != nil {
+		if err := echoOnce(ctx, s.once, 1); err != nil {
 			return fmt.Errorf("connection %d of %d: %w", i+1, b.o.conns, err)
 		}
 		lat = append(lat, ms(time.Since(start)))

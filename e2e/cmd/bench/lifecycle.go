@@ -160,18 +160,18 @@ func (b *bench) reload(ctx context.Context) error {
 func (b *bench) reloadOnce(ctx context.Context, f forwarder, round int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(b.o.reloads)*15*time.Second)
 	defer cancel()
-	port, err := freePorts(1)
+	port, err := freePorts(2)
 	if err != nil {
 		return err
 	}
 	steadyAddr := loopback(port[0])
-	steady := fmt.Sprintf("  - name: steady\n    pod: %s\n    ports: [\"%d:%d\"]\n", benchPod, port[0], echoPort)
+	steady := fmt.Sprintf("  - name: steady\n    pod: %s\n    ports: [\"%d:%d\", \"%d:%d\"]\n", benchPod, port[0], echoPort, port[1], oncePort)
 	p, file, err := b.startKforward(f, "", steady)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	if err := b.waitEcho(ctx, p, steadyAddr, 30*time.Second); err != nil {
+	if err := b.waitEcho(ctx, p, loopback(port[1]), 30*time.Second); err != nil {
 		return err
 	}
 
@@ -197,7 +197,7 @@ func (b *bench) reloadOnce(ctx context.Context, f forwarder, round int) error {
 		if err != nil {
 			return err
 		}
-		added := fmt.Sprintf("  - name: added-%d\n    pod: %s\n    ports: [\"%d:%d\"]\n", i, benchPod, port[0], echoPort)
+		added := fmt.Sprintf("  - name: added-%d\n    pod: %s\n    ports: [\"%d:%d\"]\n", i, benchPod, port[0], oncePort)
 		start := time.Now()
 		if err := b.kforwardFile(file, f, "", steady+added); err != nil {
 			return err
@@ -223,7 +223,7 @@ func (b *bench) reloadOnce(ctx context.Context, f forwarder, round int) error {
 	return nil
 }
 
-// waitEcho polls addr until an echo comes back through it.
+// waitEcho polls addr, a "once" port, until an echo comes back through it.
 func (b *bench) waitEcho(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -212,7 +212,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err := b.scenario(ctx, name); err != nil {
 			return err // only the context's end stops the run; failures are samples
 		}
-		b.logf("scenario %s took %s", name, time.Since(began).Round(100*time.Millisecond))
+		// The open file count shows a leak early: through kwok, a
+		// connection the pod does not close lives on (see session.go).
+		fds, _ := os.ReadDir("/proc/self/fd")
+		b.logf("scenario %s took %s (%d open files)", name, time.Since(began).Round(100*time.Millisecond), len(fds))
 	}
 	b.logf("done in %s", time.Since(start).Round(time.Second))
 

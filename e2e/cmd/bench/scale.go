@@ -52,7 +52,7 @@ func (b *bench) createScalePods(ctx context.Context) ([]string, error) {
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%03d", scaleApp, i)
 	}
-	tmpl := podTemplate(scaleApp, []corev1.ContainerPort{{Name: "echo", ContainerPort: echoPort}})
+	tmpl := podTemplate(scaleApp, []corev1.ContainerPort{{Name: "once", ContainerPort: oncePort}})
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8) // a few creates at a time, not 200
@@ -104,7 +104,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		}
 		var y strings.Builder
 		for i, pod := range pods {
-			fmt.Fprintf(&y, "  - name: %s\n    pod: %s\n    ports: [\"%d:%d\"]\n", pod, pod, ports[i], echoPort)
+			fmt.Fprintf(&y, "  - name: %s\n    pod: %s\n    ports: [\"%d:%d\"]\n", pod, pod, ports[i], oncePort)
 			addrs = append(addrs, loopback(ports[i]))
 		}
 		start = time.Now()
@@ -125,7 +125,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		start = time.Now()
 		for i := range k { // all at once, as kforward starts its forwards
 			wg.Go(func() {
-				started[i], errs[i] = b.startKubectl(ctx, f, "pod/"+pods[i], fmt.Sprintf("%d:%d", ports[i], echoPort))
+				started[i], errs[i] = b.startKubectl(ctx, f, "pod/"+pods[i], fmt.Sprintf("%d:%d", ports[i], oncePort))
 			})
 			addrs = append(addrs, loopback(ports[i]))
 		}

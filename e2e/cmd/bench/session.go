@@ -16,15 +16,19 @@ import (
 )
 
 // The pods' container ports (see e2e/cluster/backends.go): "http" answers
-// GET /, GET /bytes/N and POST /sink; "echo" echoes.
+// GET /, GET /bytes/N and POST /sink; "echo" echoes; "once" echoes its
+// first read and closes. Short connections use "once": through kwok, an
+// "echo" connection outlives its client (kwok does not pass the client's
+// half-close on), and thousands of them exhaust file descriptors.
 const (
 	httpPort   int32 = 80
 	echoPort   int32 = 7000
+	oncePort   int32 = 7001
 	benchPod         = "web"
 	rolloutApp       = "rollout"
 )
 
-var ports = []corev1.ContainerPort{{Name: "http", ContainerPort: httpPort}, {Name: "echo", ContainerPort: echoPort}}
+var ports = []corev1.ContainerPort{{Name: "http", ContainerPort: httpPort}, {Name: "echo", ContainerPort: echoPort}, {Name: "once", ContainerPort: oncePort}}
 
 func podTemplate(app string, ports []corev1.ContainerPort) corev1.PodTemplateSpec {
 	return corev1.PodTemplateSpec{
@@ -113,10 +117,10 @@ func (b *bench) poll(ctx context.Context, timeout time.Duration, what string, co
 	return nil
 }
 
-// session is one forwarder carrying the bench pod's two ports.
+// session is one forwarder carrying the bench pod's three ports.
 type session struct {
-	http, echo string // local addresses
-	proc       *proc  // the forwarding process; nil for direct
+	http, echo, once string // local addresses
+	proc             *proc  // the forwarding process; nil for direct
 }
 
 func (s *session) close() {
@@ -126,7 +130,8 @@ func (s *session) close() {
 }
 
 // open starts forwarder f to target ("pod/web" or "deployment/rollout")
-// and returns once both ports answer. settings is extra YAML for
+// and returns once it answers (on http and once: a probe on echo would
+// outlive itself in kwok). settings is extra YAML for
 // kforward's defaults (one line), or "".
 func (b *bench) open(ctx context.Context, f forwarder, target, settings string) (*session, error) {
 	s := &session{}
@@ -143,24 +148,27 @@ func (b *bench) open(ctx context.Context, f forwarder, target, settings string) 
 		if s.echo, err = b.c.BackendAddr(ctx, b.ns, name, echoPort); err != nil {
 			return nil, err
 		}
+		if s.once, err = b.c.BackendAddr(ctx, b.ns, name, oncePort); err != nil {
+			return nil, err
+		}
 	case kforwardKind:
-		local, err := freePorts(2)
+		local, err := freePorts(3)
 		if err != nil {
 			return nil, err
 		}
 		kind, name, _ := strings.Cut(target, "/")
-		forward := fmt.Sprintf("  - name: bench\n    %s: %s\n    ports: [\"%d:%d\", \"%d:%d\"]\n", kind, name, local[0], httpPort, local[1], echoPort)
-		s.http, s.echo = loopback(local[0]), loopback(local[1])
+		forward := fmt.Sprintf("  - name: bench\n    %s: %s\n    ports: [\"%d:%d\", \"%d:%d\", \"%d:%d\"]\n", kind, name, local[0], httpPort, local[1], echoPort, local[2], oncePort)
+		s.http, s.echo, s.once = loopback(local[0]), loopback(local[1]), loopback(local[2])
 		if s.proc, _, err = b.startKforward(f, settings, forward); err != nil {
 			return nil, err
 		}
 	case kubectlKind:
-		local, err := freePorts(2)
+		local, err := freePorts(3)
 		if err != nil {
 			return nil, err
 		}
-		s.http, s.echo = loopback(local[0]), loopback(local[1])
-		if s.proc, err = b.startKubectl(ctx, f, target, fmt.Sprintf("%d:%d", local[0], httpPort), fmt.Sprintf("%d:%d", local[1], echoPort)); err != nil {
+		s.http, s.echo, s.once = loopback(local[0]), loopback(local[1]), loopback(local[2])
+		if s.proc, err = b.startKubectl(ctx, f, target, fmt.Sprintf("%d:%d", local[0], httpPort), fmt.Sprintf("%d:%d", local[1], echoPort), fmt.Sprintf("%d:%d", local[2], oncePort)); err != nil {
 			return nil, err
 		}
 	}
@@ -170,7 +178,7 @@ func (b *bench) open(ctx context.Context, f forwarder, target, settings string) 
 		}
 		_, err := get(ctx, s.http, "/")
 		if err == nil {
-			err = echoOnce(ctx, s.echo, 1)
+			err = echoOnce(ctx, s.once, 1)
 		}
 		return err == nil, nil
 	})
