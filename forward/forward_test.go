@@ -28,13 +28,18 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, fakeKubeletGoroutines...) }
 
 // fakeKubeletGoroutines are the fake kubelet's server side, which the
-// forward does not own: spdystream's shutdown after the server's Close
-// (which may wait a second for a peer that is gone), and cri-streaming's
-// watch over a stream pair left incomplete when a test froze or cut the
-// connection. The forward never calls Close and never runs cri-streaming.
+// forward does not own. kforward runs neither spdystream's session nor
+// cri-streaming, so every goroutine of theirs in this binary is the fake
+// kubelet's: they linger when a test froze or cut a connection (the
+// server's shutdown waits for a peer that is gone, cri-streaming's handler
+// blocks on a channel nobody reads once its connection died).
 var fakeKubeletGoroutines = []goleak.Option{
-	goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
+	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).Serve"),
+	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).frameHandler"),
+	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).shutdown"),
+	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).shutdown.func1"),
 	goleak.IgnoreAnyFunction("k8s.io/cri-streaming/pkg/streaming/portforward.(*httpStreamHandler).monitorStreamPair"),
+	goleak.IgnoreAnyFunction("k8s.io/cri-streaming/pkg/streaming/portforward.(*httpStreamHandler).portForward"),
 }
 
 var t0 = time.Now()

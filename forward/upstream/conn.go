@@ -21,6 +21,7 @@ import (
 const (
 	readBufferSize = 64 << 10 // the upgraded connection is read through this
 	uploadChunk    = 32 << 10 // largest DATA frame sent for a local client
+	maxFrame       = uploadChunk + dataHeaderLen
 	maxErrorText   = 64 << 10 // what is kept of an error stream's message
 )
 

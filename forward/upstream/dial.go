@@ -3,8 +3,8 @@ package upstream
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/websocket"
 	streamspdy "k8s.io/streaming/pkg/httpstream/spdy"
+
+	gwebsocket "github.com/gorilla/websocket"
 
 	"github.com/kforward/kforward/config"
 )
@@ -61,8 +62,11 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		Proxy:           proxyFor(cfg),
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
 			raw = c
-			return c, err
+			return newBufConn(c), nil
 		},
 	}
 	rt, err := streamspdy.NewRoundTripperWithConfig(streamspdy.RoundTripperConfig{UpgradeTransport: transport})
@@ -153,26 +157,96 @@ func upgradeError(resp *http.Response) error {
 	return fmt.Errorf("unable to upgrade connection: %s", msg)
 }
 
+// dialWebSocket upgrades with the tunnelling subprotocol, which carries
+// the SPDY session inside binary WebSocket messages (the API server
+// unwraps them). It dials with gorilla directly, as client-go's round
+// tripper does, but beneath TLS it puts a bufConn, and its buffers fit
+// the frames this package writes.
 func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (*Conn, error) {
-	rt, holder, err := websocket.RoundTripperFor(cfg)
+	tlsConfig, err := rest.TLSConfigFor(cfg)
 	if err != nil {
 		return nil, err
 	}
 	wsURL := *u
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, wsURL.String(), nil)
+	switch u.Scheme {
+	case "https":
+		wsURL.Scheme = "wss"
+	case "http":
+		wsURL.Scheme = "ws"
+	default:
+		return nil, fmt.Errorf("unknown url scheme %q", u.Scheme)
+	}
+	var raw net.Conn
+	nd := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	protocol := "SPDY/3.1+" + portforward.PortForwardProtocolV1Name
+	dialer := gwebsocket.Dialer{
+		Proxy:           proxyFor(cfg),
+		TLSClientConfig: tlsConfig,
+		Subprotocols:    []string{protocol},
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: maxFrame + 1024, // one WebSocket frame per batch of ours, mostly
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			raw = c
+			return newBufConn(c), nil
+		},
+	}
+	var ws *gwebsocket.Conn
+	upgrade := roundTripper(func(req *http.Request) (*http.Response, error) {
+		c, resp, err := dialer.DialContext(req.Context(), wsURL.String(), req.Header)
+		if err != nil {
+			if errors.Is(err, gwebsocket.ErrBadHandshake) && resp != nil {
+				return nil, upgradeError(resp) // the API server's Status, a 404 included
+			}
+			return nil, err
+		}
+		if c.Subprotocol() != protocol {
+			c.Close()
+			return nil, fmt.Errorf("the server speaks %q, not %q", c.Subprotocol(), protocol)
+		}
+		ws = c
+		return resp, nil
+	})
+	wrapped, err := rest.HTTPWrappersForConfig(cfg, upgrade) // authentication, user agent
 	if err != nil {
 		return nil, err
 	}
-	ws, err := websocket.Negotiate(rt, holder, req, "SPDY/3.1+"+portforward.PortForwardProtocolV1Name)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
-	raw := ws.NetConn()
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
+	resp, err := wrapped.RoundTrip(req)
+	if err != nil {
+		return nil, err
 	}
+	resp.Body.Close()
 	return newConn(portforward.NewTunnelingConnection("client", ws), raw, config.WebSocket, opts)
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// bufConn is the TCP connection beneath TLS, read in large pieces. TLS
+// reads the socket about a record (16 KiB) at a time; during a download
+// that is most of kforward's work, in syscalls and in parking and waking
+// the reader. Through bufConn a read takes whatever the socket holds, up to
+// socketReadSize.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+const socketReadSize = 256 << 10
+
+func newBufConn(c net.Conn) *bufConn {
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, socketReadSize)}
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func proxyFor(cfg *rest.Config) func(*http.Request) (*url.URL, error) {
 	if cfg.Proxy != nil {
