@@ -19,10 +19,10 @@ import (
 
 // Sizes on the data path, chosen from profiles (see the package doc).
 const (
-	readBufferSize = 64 << 10 // the upgraded connection is read through this
-	uploadChunk    = 32 << 10 // largest DATA frame sent for a local client
-	maxFrame       = uploadChunk + dataHeaderLen
-	maxErrorText   = 64 << 10 // what is kept of an error stream's message
+	readBufferSize = 64 << 10  // the upgraded connection is read through this
+	minUploadChunk = 4 << 10   // a local client is read into this much at first,
+	maxUploadChunk = 128 << 10 // doubling up to this while it fills every read
+	maxErrorText   = 64 << 10  // what is kept of an error stream's message
 )
 
 var (
@@ -82,8 +82,9 @@ type Conn struct {
 }
 
 // newConn starts a client session on c, an upgraded connection whose TCP
-// connection is raw.
-func newConn(c, raw net.Conn, protocol config.Transport, opts Options) (*Conn, error) {
+// connection is raw; if batch is not nil, the writer brackets each write
+// with it (see bufConn).
+func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Options) (*Conn, error) {
 	if opts.ClientBuffer <= 0 {
 		opts.ClientBuffer = config.DefaultClientBuffer
 	}
@@ -93,7 +94,7 @@ func newConn(c, raw net.Conn, protocol config.Transport, opts Options) (*Conn, e
 		pairs: map[uint32]*pair{}, pings: map[uint32]chan struct{}{}, nextID: 1,
 		dead: make(chan struct{}), goAway: make(chan struct{}), served: make(chan struct{}),
 	}
-	w, err := newWriter(c, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
+	w, err := newWriter(c, batch, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
 	if err != nil {
 		raw.Close()
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,6 +57,7 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		return nil, err
 	}
 	var raw net.Conn
+	var bc *bufConn
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		TLSClientConfig: tlsConfig,
@@ -65,8 +67,8 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 			if err != nil {
 				return nil, err
 			}
-			raw = c
-			return newBufConn(c), nil
+			raw, bc = c, newBufConn(c)
+			return bc, nil
 		},
 	}
 	rt, err := streamspdy.NewRoundTripperWithConfig(streamspdy.RoundTripperConfig{UpgradeTransport: transport})
@@ -96,10 +98,10 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		up.conn.Close()
 		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
 	}
-	if raw == nil {
-		raw = up.conn
+	if raw == nil { // dialled through a proxy: no batching beneath TLS
+		return newConn(up.conn, up.conn, nil, config.SPDY, opts)
 	}
-	return newConn(up.conn, raw, config.SPDY, opts)
+	return newConn(up.conn, raw, bc, config.SPDY, opts)
 }
 
 // spdyUpgrader sends the upgrade request and keeps the connection, with
@@ -177,6 +179,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		return nil, fmt.Errorf("unknown url scheme %q", u.Scheme)
 	}
 	var raw net.Conn
+	var bc *bufConn
 	nd := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	protocol := "SPDY/3.1+" + portforward.PortForwardProtocolV1Name
 	dialer := gwebsocket.Dialer{
@@ -184,14 +187,14 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		TLSClientConfig: tlsConfig,
 		Subprotocols:    []string{protocol},
 		ReadBufferSize:  readBufferSize,
-		WriteBufferSize: maxFrame + 1024, // one WebSocket frame per batch of ours, mostly
+		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			raw = c
-			return newBufConn(c), nil
+			raw, bc = c, newBufConn(c)
+			return bc, nil
 		},
 	}
 	var ws *gwebsocket.Conn
@@ -223,21 +226,31 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		return nil, err
 	}
 	resp.Body.Close()
-	return newConn(portforward.NewTunnelingConnection("client", ws), raw, config.WebSocket, opts)
+	tunnel := portforward.NewTunnelingConnection("client", ws)
+	if bc == nil { // not dialled through our hook: no batching beneath TLS
+		return newConn(tunnel, ws.NetConn(), nil, config.WebSocket, opts)
+	}
+	return newConn(tunnel, raw, bc, config.WebSocket, opts)
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// bufConn is the TCP connection beneath TLS, read in large pieces. TLS
-// reads the socket about a record (16 KiB) at a time; during a download
-// that is most of kforward's work, in syscalls and in parking and waking
-// the reader. Through bufConn a read takes whatever the socket holds, up to
-// socketReadSize.
+// bufConn is the TCP connection beneath TLS, read and written in large
+// pieces. TLS reads the socket about a record (16 KiB) at a time and writes
+// each record with a syscall of its own; syscalls are most of a
+// forwarder's work. Through bufConn a read takes whatever the socket holds,
+// up to socketReadSize, and the session's writer holds the writes of each
+// batch of frames and releases them in one syscall. Writes outside a batch
+// (the TLS handshake, the upgrade, a WebSocket pong) go straight through.
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
+
+	mu      sync.Mutex
+	holding bool
+	w       []byte
 }
 
 const socketReadSize = 256 << 10
@@ -247,6 +260,34 @@ func newBufConn(c net.Conn) *bufConn {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holding {
+		return c.Conn.Write(p)
+	}
+	c.w = append(c.w, p...)
+	return len(p), nil
+}
+
+func (c *bufConn) hold() {
+	c.mu.Lock()
+	c.holding = true
+	c.mu.Unlock()
+}
+
+func (c *bufConn) release() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = false
+	if len(c.w) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.w)
+	c.w = c.w[:0]
+	return err
+}
 
 func proxyFor(cfg *rest.Config) func(*http.Request) (*url.URL, error) {
 	if cfg.Proxy != nil {

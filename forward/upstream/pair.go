@@ -392,9 +392,12 @@ func (p *pair) unread() int {
 
 // upload carries the local client's data to the pod until it ends: its
 // half-close is passed on; a reset or any other error fails the pair at
-// once rather than when the pod next writes.
+// once rather than when the pod next writes. The read buffer starts small
+// (a thousand idle connections cost little) and grows while the client
+// fills it (a bulk upload goes in large frames: fewer syscalls here, in
+// TLS and at the kubelet).
 func (p *pair) upload() {
-	buf := make([]byte, dataHeaderLen+uploadChunk)
+	buf := make([]byte, dataHeaderLen+minUploadChunk)
 	for {
 		n, err := p.local.Read(buf[dataHeaderLen:])
 		if n > 0 {
@@ -403,6 +406,9 @@ func (p *pair) upload() {
 				return
 			}
 			p.n.Out.Add(int64(n))
+			if size := len(buf) - dataHeaderLen; n == size && size < maxUploadChunk {
+				buf = make([]byte, dataHeaderLen+2*size)
+			}
 		}
 		switch {
 		case errors.Is(err, io.EOF):

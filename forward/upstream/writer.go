@@ -11,7 +11,7 @@ import (
 
 // maxPending bounds the frames queued behind a write in progress; past it
 // DATA writers wait, which is the only backpressure SPDY here has.
-const maxPending = 256 << 10
+const maxPending = 512 << 10
 
 // writer serialises frames onto the upgraded connection without a goroutine
 // of its own. A caller that finds the connection idle writes its frame
@@ -22,6 +22,7 @@ const maxPending = 256 << 10
 // syscall); when idle it costs nothing over a plain write.
 type writer struct {
 	conn   io.Writer
+	batch  batcher     // may be nil
 	failed func(error) // told of the first error: the session is dead
 
 	mu      sync.Mutex
@@ -34,8 +35,15 @@ type writer struct {
 	err     error
 }
 
-func newWriter(conn io.Writer, failed func(error)) (*writer, error) {
-	w := &writer{conn: conn, failed: failed}
+// batcher gathers the writes beneath TLS between hold and release into one
+// syscall: TLS writes every record (16 KiB at most) on its own.
+type batcher interface {
+	hold()
+	release() error
+}
+
+func newWriter(conn io.Writer, batch batcher, failed func(error)) (*writer, error) {
+	w := &writer{conn: conn, batch: batch, failed: failed}
 	w.space.L = &w.mu
 	// The framer keeps the header compression state, which must see header
 	// blocks in the order they go on the wire: it is only used under mu.
@@ -110,7 +118,7 @@ func (w *writer) flush() error { return w.write(nil) }
 func (w *writer) write(first []byte) error {
 	var err error
 	if len(first) > 0 {
-		_, err = w.conn.Write(first)
+		err = w.send(first)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -119,7 +127,7 @@ func (w *writer) write(first []byte) error {
 		w.pending = w.spare[:0]
 		w.space.Broadcast()
 		w.mu.Unlock()
-		_, err = w.conn.Write(buf)
+		err = w.send(buf)
 		w.mu.Lock()
 		w.spare = buf[:0]
 	}
@@ -128,6 +136,20 @@ func (w *writer) write(first []byte) error {
 		w.fail(err)
 	}
 	return w.err
+}
+
+// send writes b to the connection in as few syscalls as the batcher allows.
+func (w *writer) send(b []byte) error {
+	if w.batch == nil {
+		_, err := w.conn.Write(b)
+		return err
+	}
+	w.batch.hold()
+	_, err := w.conn.Write(b)
+	if rerr := w.batch.release(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // fail records the first error; every later write returns it.
