@@ -19,7 +19,7 @@ import (
 
 // Sizes on the data path, chosen from profiles (see the package doc).
 const (
-	readBufferSize = 64 << 10  // the upgraded connection is read through this
+	readBufferSize = 128 << 10 // the upgraded connection is read through this
 	minUploadChunk = 4 << 10   // a local client is read into this much at first,
 	maxUploadChunk = 128 << 10 // doubling up to this while it fills every read
 	maxErrorText   = 64 << 10  // what is kept of an error stream's message
@@ -264,23 +264,65 @@ func (c *Conn) readData(br *bufio.Reader, id uint32, flags uint8, length int) er
 		_, err := br.Discard(length)
 		return err
 	}
-	for {
-		n := min(length, br.Size())
-		b, err := br.Peek(n)
+	if length <= br.Size() {
+		// The whole frame, and with it any further frames of the same
+		// stream already read: one write to the local client for them all.
+		b, err := br.Peek(length)
 		if err != nil {
 			return err
 		}
-		length -= n
-		p.receive(id, b, fin && length == 0)
-		br.Discard(n)
-		if length == 0 {
-			break
+		bufs, used, last := [][]byte{b}, length, fin
+		if !fin && id == p.dataID {
+			var more int
+			bufs, more, last = sameStream(bufs, peekBuffered(br, length), id)
+			used += more
+		}
+		p.receive(id, bufs, last)
+		br.Discard(used)
+	} else {
+		for length > 0 { // larger than the buffer: in pieces
+			n := min(length, br.Size())
+			b, err := br.Peek(n)
+			if err != nil {
+				return err
+			}
+			length -= n
+			p.receive(id, [][]byte{b}, fin && length == 0)
+			br.Discard(n)
 		}
 	}
 	if over := c.buffered.Load() - c.budget; over > 0 {
 		c.shed()
 	}
 	return nil
+}
+
+// peekBuffered returns what br holds after its first skip bytes, without
+// reading more.
+func peekBuffered(br *bufio.Reader, skip int) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b[skip:]
+}
+
+// sameStream appends to bufs the payloads of the complete DATA frames of
+// stream id at the start of rest, and returns how many bytes of rest they
+// take and whether the last one ended the stream.
+func sameStream(bufs [][]byte, rest []byte, id uint32) ([][]byte, int, bool) {
+	used := 0
+	for len(rest) >= 8 {
+		first, second := binary.BigEndian.Uint32(rest), binary.BigEndian.Uint32(rest[4:])
+		n := int(second & 0xffffff)
+		if first != id || len(rest) < 8+n { // another stream, a control frame, or not all here
+			break
+		}
+		bufs = append(bufs, rest[8:8+n])
+		used += 8 + n
+		rest = rest[8+n:]
+		if spdy.DataFlags(second>>24)&spdy.DataFlagFin != 0 {
+			return bufs, used, true
+		}
+	}
+	return bufs, used, false
 }
 
 func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {

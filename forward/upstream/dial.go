@@ -186,8 +186,9 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		Proxy:           proxyFor(cfg),
 		TLSClientConfig: tlsConfig,
 		Subprotocols:    []string{protocol},
-		ReadBufferSize:  readBufferSize,
+		ReadBufferSize:  32 << 10,              // our own buffer is above it
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
+		WriteBufferPool: writeBuffers,          // held only while writing: idle tunnels are small
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
 			if err != nil {
@@ -233,6 +234,8 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	return newConn(tunnel, raw, bc, config.WebSocket, opts)
 }
 
+var writeBuffers = &sync.Pool{}
+
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
@@ -253,7 +256,7 @@ type bufConn struct {
 	w       []byte
 }
 
-const socketReadSize = 256 << 10
+const socketReadSize = 128 << 10
 
 func newBufConn(c net.Conn) *bufConn {
 	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, socketReadSize)}

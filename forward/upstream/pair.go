@@ -272,13 +272,15 @@ func (p *pair) replied(id uint32, fin bool) {
 	}
 }
 
-// receive takes a DATA frame's payload from the reader, which must never
-// block: b is only valid during the call.
-func (p *pair) receive(id uint32, b []byte, fin bool) {
+// receive takes the payloads of DATA frames from the reader, which must
+// never block: bufs are only valid during the call.
+func (p *pair) receive(id uint32, bufs [][]byte, fin bool) {
 	if id == p.errID {
 		p.mu.Lock()
-		if room := maxErrorText - len(p.errText); room > 0 {
-			p.errText = append(p.errText, b[:min(len(b), room)]...)
+		for _, b := range bufs {
+			if room := maxErrorText - len(p.errText); room > 0 {
+				p.errText = append(p.errText, b[:min(len(b), room)]...)
+			}
 		}
 		p.mu.Unlock()
 		if fin {
@@ -286,27 +288,29 @@ func (p *pair) receive(id uint32, b []byte, fin bool) {
 		}
 		return
 	}
-	p.n.In.Add(int64(len(b)))
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	p.n.In.Add(int64(total))
 	p.mu.Lock()
 	if p.finished {
 		p.mu.Unlock()
 		return
 	}
-	if len(p.queue) == 0 && !p.writing && p.raw != nil {
-		b = b[tryWrite(p.raw, b):]
+	written := 0
+	if len(p.queue) == 0 && !p.writing && p.raw != nil && total > 0 {
+		written = tryWrite(p.raw, bufs)
 	}
 	var stalled error
-	if len(b) > 0 {
-		if p.queued+len(b) > p.c.limit {
+	if left := total - written; left > 0 {
+		if p.queued+left > p.c.limit {
 			stalled = fmt.Errorf("%w: more than %d bytes unread", ErrClientStalled, p.c.limit)
 		} else {
-			for len(b) > 0 {
-				chunk := getChunk(len(b))
-				k := copy(chunk, b)
-				p.queue = append(p.queue, chunk[:k])
-				b = b[k:]
-				p.queued += k
-				p.c.buffered.Add(int64(k))
+			for _, b := range bufs {
+				skip := min(written, len(b))
+				written -= skip
+				p.enqueue(b[skip:])
 			}
 		}
 	}
@@ -325,6 +329,18 @@ func (p *pair) receive(id uint32, b []byte, fin bool) {
 		case p.wake <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// enqueue copies b into pooled chunks at the end of the queue; p.mu is held.
+func (p *pair) enqueue(b []byte) {
+	for len(b) > 0 {
+		chunk := getChunk(len(b))
+		k := copy(chunk, b)
+		p.queue = append(p.queue, chunk[:k])
+		b = b[k:]
+		p.queued += k
+		p.c.buffered.Add(int64(k))
 	}
 }
 

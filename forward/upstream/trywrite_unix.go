@@ -2,24 +2,24 @@
 
 package upstream
 
-import "syscall"
+import (
+	"syscall"
 
-// tryWrite writes as much of b as the socket takes without waiting and
-// returns how much that was. The reader delivers most pod data this way,
-// straight from its read buffer: no copy, and no hand-off to another
-// goroutine. A failed write is left for the drain goroutine to meet again
-// and report.
-func tryWrite(rc syscall.RawConn, b []byte) int {
+	"golang.org/x/sys/unix"
+)
+
+// tryWrite writes as much of bufs as the socket takes without waiting, in
+// one writev, and returns how much that was. The reader delivers most pod
+// data this way, straight from its read buffer: no copy, no hand-off to
+// another goroutine, and one syscall for every frame of the stream that
+// one read brought. A failed write is left for the drain goroutine to meet
+// again and report.
+func tryWrite(rc syscall.RawConn, bufs [][]byte) int {
 	n := 0
 	rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
-			if m > 0 {
-				n += m
-			}
-			if err != nil || m <= 0 {
-				break
-			}
+		m, err := unix.Writev(int(fd), bufs)
+		if err == nil && m > 0 {
+			n = m
 		}
 		return true // never wait for the socket: the caller queues the rest
 	})

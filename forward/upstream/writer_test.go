@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -152,5 +153,47 @@ func TestBufConnBatches(t *testing.T) {
 	}
 	if under.writes != 2 || under.bytes != len("handshake")+8*(16<<10) {
 		t.Fatalf("after release: %d writes, %d bytes; want the 8 records in 1 write", under.writes-1, under.bytes)
+	}
+}
+
+// dataFrame encodes a DATA frame.
+func dataFrame(id uint32, fin bool, payload string) []byte {
+	b := make([]byte, dataHeaderLen, dataHeaderLen+len(payload))
+	binary.BigEndian.PutUint32(b, id)
+	n := uint32(len(payload))
+	if fin {
+		n |= 1 << 24
+	}
+	binary.BigEndian.PutUint32(b[4:], n)
+	return append(b, payload...)
+}
+
+// The reader writes every complete frame of the same stream that one read
+// brought in one go, and stops at another stream, a partial frame or a FIN.
+func TestSameStream(t *testing.T) {
+	join := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+	for _, tc := range []struct {
+		name string
+		rest []byte
+		want []string
+		used int
+		fin  bool
+	}{
+		{"two more", join(dataFrame(3, false, "bb"), dataFrame(3, false, "ccc")), []string{"a", "bb", "ccc"}, 8 + 2 + 8 + 3, false},
+		{"another stream", join(dataFrame(3, false, "bb"), dataFrame(5, false, "x"), dataFrame(3, false, "c")), []string{"a", "bb"}, 10, false},
+		{"partial frame", join(dataFrame(3, false, "bb"), dataFrame(3, false, "ccc")[:9]), []string{"a", "bb"}, 10, false},
+		{"fin", join(dataFrame(3, true, "bb"), dataFrame(3, false, "c")), []string{"a", "bb"}, 10, true},
+		{"control frame", []byte{0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1}, []string{"a"}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bufs, used, fin := sameStream([][]byte{[]byte("a")}, tc.rest, 3)
+			var got []string
+			for _, b := range bufs {
+				got = append(got, string(b))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) || used != tc.used || fin != tc.fin {
+				t.Fatalf("got %q, %d bytes, fin %v; want %q, %d, %v", got, used, fin, tc.want, tc.used, tc.fin)
+			}
+		})
 	}
 }
