@@ -240,7 +240,7 @@ func writeTable(w io.Writer, o options, fs []forwarder, samples []sample) {
 		for _, rt := range shown {
 			a, b := cells[rt[0]], cells[rt[1]]
 			text := "-"
-			if a.number && b.number && b.median != 0 {
+			if a.number && b.number && a.median >= 0 && b.median > 0 { // a ratio of noise around 0 means nothing
 				text = fmt.Sprintf("%.2fx", a.median/b.median)
 			}
 			line = append(line, text)
