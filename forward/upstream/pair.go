@@ -133,6 +133,7 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	late := 0
 	for {
 		select {
 		case <-p.replyCh:
@@ -149,16 +150,28 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 		case <-timer.C:
 			// A slow reply may only mean a busy kubelet (a burst of new
 			// connections): the tunnel is dead only if a ping is not
-			// answered either.
+			// answered either. A tunnel that answers pings but never this
+			// stream fails this connection alone, in bounded time.
 			if _, err := c.Ping(context.Background(), timeout); err != nil && c.Err() == nil {
 				c.kill(fmt.Errorf("no stream within %s, and %w", timeout, err))
 				c.forget(p)
 				return nil, fmt.Errorf("%w: no answer within %s", ErrNoStream, timeout)
 			}
+			if late++; late == maxLateReplies {
+				c.forget(p)
+				c.sendControl(func(f *spdy.Framer) error {
+					return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.dataID), Status: spdy.Cancel})
+				})
+				return nil, fmt.Errorf("no reply to the stream within %s, though the tunnel answers pings", maxLateReplies*timeout)
+			}
 			timer.Reset(timeout)
 		}
 	}
 }
+
+// maxLateReplies bounds how many health timeouts a new stream may wait for
+// its reply on a tunnel that still answers pings.
+const maxLateReplies = 3
 
 // forget removes the pair's streams from the session.
 func (c *Conn) forget(p *pair) {
