@@ -104,7 +104,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(6)
+	ports, err := FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +452,9 @@ func applyCRDs(ctx context.Context, cfg *rest.Config, kwokDir string, names ...s
 	})
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free loopback ports. They are free when
+// returned; whoever binds them does so a moment later.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {

@@ -56,20 +56,11 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 	if err != nil {
 		return nil, err
 	}
-	var raw net.Conn
-	var bc *bufConn
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	var tcp tcpDial
 	transport := &http.Transport{
 		TLSClientConfig: tlsConfig,
 		Proxy:           proxyFor(cfg),
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			raw, bc = c, newBufConn(c)
-			return bc, nil
-		},
+		DialContext:     tcp.dial,
 	}
 	rt, err := streamspdy.NewRoundTripperWithConfig(streamspdy.RoundTripperConfig{UpgradeTransport: transport})
 	if err != nil {
@@ -98,10 +89,10 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		up.conn.Close()
 		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
 	}
-	if raw == nil { // dialled through a proxy: no batching beneath TLS
+	if tcp.bc == nil { // not dialled through our hook: no batching beneath TLS
 		return newConn(up.conn, up.conn, nil, config.SPDY, opts)
 	}
-	return newConn(up.conn, raw, bc, config.SPDY, opts)
+	return newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts)
 }
 
 // spdyUpgrader sends the upgrade request and keeps the connection, with
@@ -178,9 +169,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	default:
 		return nil, fmt.Errorf("unknown url scheme %q", u.Scheme)
 	}
-	var raw net.Conn
-	var bc *bufConn
-	nd := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	var tcp tcpDial
 	protocol := "SPDY/3.1+" + portforward.PortForwardProtocolV1Name
 	dialer := gwebsocket.Dialer{
 		Proxy:           proxyFor(cfg),
@@ -189,14 +178,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		ReadBufferSize:  32 << 10,              // our own buffer is above it
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
 		WriteBufferPool: writeBuffers,          // held only while writing: idle tunnels are small
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			raw, bc = c, newBufConn(c)
-			return bc, nil
-		},
+		NetDialContext:  tcp.dial,
 	}
 	var ws *gwebsocket.Conn
 	upgrade := roundTripper(func(req *http.Request) (*http.Response, error) {
@@ -228,13 +210,31 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	}
 	resp.Body.Close()
 	tunnel := portforward.NewTunnelingConnection("client", ws)
-	if bc == nil { // not dialled through our hook: no batching beneath TLS
+	if tcp.bc == nil { // not dialled through our hook: no batching beneath TLS
 		return newConn(tunnel, ws.NetConn(), nil, config.WebSocket, opts)
 	}
-	return newConn(tunnel, raw, bc, config.WebSocket, opts)
+	return newConn(tunnel, tcp.raw, tcp.bc, config.WebSocket, opts)
 }
 
 var writeBuffers = &sync.Pool{}
+
+// tcpDial dials the API server for an upgrade and keeps the TCP connection
+// (closing it ends the session at once, however dead the peer) and the
+// bufConn over it, on which TLS runs.
+type tcpDial struct {
+	raw net.Conn
+	bc  *bufConn
+}
+
+func (t *tcpDial) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	t.raw, t.bc = c, newBufConn(c)
+	return t.bc, nil
+}
 
 type roundTripper func(*http.Request) (*http.Response, error)
 

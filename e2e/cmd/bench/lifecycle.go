@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kforward/kforward/e2e/cluster"
 )
 
 // recovery: a rollout restart of the 2-replica deployment while a client
@@ -160,7 +162,7 @@ func (b *bench) reload(ctx context.Context) error {
 func (b *bench) reloadOnce(ctx context.Context, f forwarder, round int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(b.o.reloads)*15*time.Second)
 	defer cancel()
-	port, err := freePorts(2)
+	port, err := cluster.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -193,7 +195,7 @@ func (b *bench) reloadOnce(ctx context.Context, f forwarder, round int) error {
 	msg, buf := []byte("still there?"), make([]byte, 12)
 	dropped := 0
 	for i := 1; i <= b.o.reloads; i++ {
-		port, err := freePorts(1)
+		port, err := cluster.FreePorts(1)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kforward/kforward/e2e/cluster"
 )
 
 const scaleApp = "scale"
@@ -107,7 +109,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 	start := time.Now()
 	switch f.kind {
 	case kforwardKind:
-		ports, err := freePorts(n)
+		ports, err := cluster.FreePorts(n)
 		if err != nil {
 			return err
 		}
@@ -124,7 +126,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		procs = append(procs, p)
 	case kubectlKind:
 		k := b.o.scaleKubectl
-		ports, err := freePorts(k)
+		ports, err := cluster.FreePorts(k)
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kforward/kforward/e2e/cluster"
 )
 
 // The pods' container ports (see e2e/cluster/backends.go): "http" answers
@@ -152,7 +153,7 @@ func (b *bench) open(ctx context.Context, f forwarder, target, settings string) 
 			return nil, err
 		}
 	case kforwardKind:
-		local, err := freePorts(3)
+		local, err := cluster.FreePorts(3)
 		if err != nil {
 			return nil, err
 		}
@@ -163,7 +164,7 @@ func (b *bench) open(ctx context.Context, f forwarder, target, settings string) 
 			return nil, err
 		}
 	case kubectlKind:
-		local, err := freePorts(3)
+		local, err := cluster.FreePorts(3)
 		if err != nil {
 			return nil, err
 		}
@@ -265,24 +266,3 @@ func (b *bench) startKubectl(ctx context.Context, f forwarder, target string, po
 }
 
 func loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-// freePorts returns n distinct free loopback ports. They are free when
-// returned; the forwarder binds them a moment later.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
