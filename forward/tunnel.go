@@ -34,12 +34,21 @@ func (t *tunnel) closeWait(err error) { t.up.Close(err) }
 
 func (t *tunnel) isDead() bool { return t.up.Err() != nil }
 
-// acquire registers a local connection; false when the tunnel is retired
-// or dead.
+func (t *tunnel) goingAway() bool {
+	select {
+	case <-t.up.GoingAway():
+		return true
+	default:
+		return false
+	}
+}
+
+// acquire registers a local connection; false when the tunnel is retired,
+// dead, or its server takes no new streams.
 func (t *tunnel) acquire() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.retired || t.isDead() {
+	if t.retired || t.isDead() || t.goingAway() {
 		return false
 	}
 	t.active++

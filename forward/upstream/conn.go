@@ -34,6 +34,7 @@ var (
 	// unread than the forward's clientBuffer allows; only that connection is
 	// closed.
 	ErrClientStalled = errors.New("client is not reading")
+	errClosed        = errors.New("session closed")
 	// ErrGoingAway means the server sent GOAWAY: it takes no new streams.
 	ErrGoingAway = errors.New("the server is going away")
 )
@@ -57,7 +58,7 @@ const BudgetFactor = 8
 // pings. Create it with Dial; Close it when done.
 type Conn struct {
 	protocol config.Transport
-	raw      net.Conn // the TCP connection beneath: closing it never blocks
+	raw      net.Conn // the TCP connection beneath: closing it does not wait for the peer
 	w        *writer
 	limit    int // unread bytes per pair
 	budget   int64
@@ -99,6 +100,7 @@ func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Opt
 		raw.Close()
 		return nil, err
 	}
+	w.handoff = conn.startFlusher
 	conn.w = w
 	go conn.read(c)
 	return conn, nil
@@ -143,6 +145,7 @@ func (c *Conn) kill(err error) {
 		c.raw.Close()
 		close(c.dead)
 	})
+	c.w.stop(c.err) // writers waiting for room, or arriving later, get the error
 }
 
 // Streams is the number of streams the session has open.
@@ -187,19 +190,25 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 // take it: the reader must never block on a write (the peer may be blocked
 // writing to us), and callers that wait for an answer time out on their own.
 func (c *Conn) sendControl(encode func(*spdy.Framer) error) {
-	if !c.w.queue(encode) {
-		return
+	if c.w.queue(encode) && !c.startFlusher() {
+		c.w.stop(errClosed) // nothing will be written any more
 	}
+}
+
+// startFlusher runs the writer's flush on a goroutine of the session's;
+// false once Close has begun waiting for them.
+func (c *Conn) startFlusher() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return // dead: nothing will be written any more
+		return false
 	}
 	c.flushers.Add(1)
 	go func() {
 		defer c.flushers.Done()
 		c.w.flush()
 	}()
+	return true
 }
 
 // read reads frames until the connection fails, then ends every pair.
@@ -341,6 +350,9 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 			if len(p) == 8 {
 				status = spdy.RstStreamStatus(binary.BigEndian.Uint32(p[4:]))
 			}
+			pr.mu.Lock()
+			pr.resetByPeer = true
+			pr.mu.Unlock()
 			pr.abort(fmt.Errorf("stream reset by the kubelet (status %d)", status))
 		}
 	case spdy.TypePing:

@@ -57,12 +57,17 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		return nil, err
 	}
 	var tcp tcpDial
-	transport := &http.Transport{
-		TLSClientConfig: tlsConfig,
-		Proxy:           proxyFor(cfg),
-		DialContext:     tcp.dial,
+	// k8s.io/streaming dials an UpgradeTransport's DialContext directly and
+	// ignores its Proxy: through a proxy, let it dial (http, https or
+	// socks5) without our hook.
+	proxy := proxyFor(cfg)
+	rtConfig := streamspdy.RoundTripperConfig{UpgradeTransport: &http.Transport{TLSClientConfig: tlsConfig, DialContext: tcp.dial}}
+	if via, err := proxy(&http.Request{URL: u}); err != nil {
+		return nil, err
+	} else if via != nil {
+		rtConfig = streamspdy.RoundTripperConfig{TLS: tlsConfig, Proxier: proxy}
 	}
-	rt, err := streamspdy.NewRoundTripperWithConfig(streamspdy.RoundTripperConfig{UpgradeTransport: transport})
+	rt, err := streamspdy.NewRoundTripperWithConfig(rtConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +94,7 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		up.conn.Close()
 		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
 	}
-	if tcp.bc == nil { // not dialled through our hook: no batching beneath TLS
+	if tcp.bc == nil { // through a proxy: no batching beneath TLS
 		return newConn(up.conn, up.conn, nil, config.SPDY, opts)
 	}
 	return newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts)
@@ -177,7 +182,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		Subprotocols:    []string{protocol},
 		ReadBufferSize:  32 << 10,              // our own buffer is above it
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
-		WriteBufferPool: writeBuffers,          // held only while writing: idle tunnels are small
+		WriteBufferPool: writeBuffers,          // held only while writing
 		NetDialContext:  tcp.dial,
 	}
 	var ws *gwebsocket.Conn
@@ -287,8 +292,14 @@ func (c *bufConn) release() error {
 	if len(c.w) == 0 {
 		return nil
 	}
+	// gorilla sets a deadline for its control frames (a pong) and leaves
+	// it: a batch must not inherit it.
+	c.Conn.SetWriteDeadline(time.Time{})
 	_, err := c.Conn.Write(c.w)
 	c.w = c.w[:0]
+	if cap(c.w) > socketReadSize { // a burst is over: do not keep its peak
+		c.w = nil
+	}
 	return err
 }
 

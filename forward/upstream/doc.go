@@ -18,7 +18,7 @@
 // pipeline costs goroutine hand-offs per frame: ~30% of a download's CPU
 // was the scheduler.
 //
-// So the session is ours (conn.go). Its reader parses frames from a 64 KiB
+// So the session is ours (conn.go). Its reader parses frames from a 128 KiB
 // buffer and never blocks on a local client. A DATA payload is first
 // written to the local socket without waiting (tryWrite: a non-blocking
 // write straight from the read buffer, no copy and no hand-off, which

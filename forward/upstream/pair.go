@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,14 +53,15 @@ type pair struct {
 	once     struct{ reply, pod, err, abort sync.Once }
 	abortErr error
 
-	mu       sync.Mutex
-	queue    [][]byte // pod data waiting for the local client
-	queued   int
-	writing  bool // the drain goroutine is writing to the local client
-	podFIN   bool
-	errText  []byte
-	finSent  bool // we half-closed the data stream
-	finished bool
+	mu          sync.Mutex
+	queue       [][]byte // pod data waiting for the local client
+	queued      int
+	writing     bool // the drain goroutine is writing to the local client
+	podFIN      bool
+	errText     []byte
+	finSent     bool // we half-closed the data stream
+	resetByPeer bool // the kubelet reset a stream of the pair
+	finished    bool
 }
 
 // Forward carries local over a new stream pair to port in the pod, until
@@ -83,8 +85,9 @@ func (c *Conn) Forward(local net.Conn, port int, timeout time.Duration, n *Bytes
 		p.drain()
 	}()
 	err = p.wait(timeout)
-	p.finish(err)
-	wg.Wait()
+	p.finish()
+	wg.Wait() // no upload is mid-write any more: what follows comes last
+	p.tell(err)
 	return err
 }
 
@@ -159,9 +162,7 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 			}
 			if late++; late == maxLateReplies {
 				c.forget(p)
-				c.sendControl(func(f *spdy.Framer) error {
-					return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.dataID), Status: spdy.Cancel})
-				})
+				p.reset()
 				return nil, fmt.Errorf("no reply to the stream within %s, though the tunnel answers pings", maxLateReplies*timeout)
 			}
 			timer.Reset(timeout)
@@ -231,15 +232,11 @@ func (p *pair) podError() error {
 	return nil
 }
 
-// finish ends the pair: the local connection is closed (its goroutines
-// return at once), the streams are forgotten, and the kubelet is told.
-// After a clean end a half-close is all it needs to finish its side
-// quietly; after a failure both streams are reset.
-func (p *pair) finish(err error) {
+// finish ends the pair on our side: the local connection is closed (its
+// goroutines return at once) and the streams are forgotten.
+func (p *pair) finish() {
 	p.mu.Lock()
 	p.finished = true
-	finSent := p.finSent
-	p.finSent = true
 	for _, b := range p.queue {
 		putChunk(b)
 	}
@@ -249,17 +246,32 @@ func (p *pair) finish(err error) {
 	close(p.stopped)
 	p.local.Close()
 	p.c.forget(p)
-	if p.c.Err() != nil {
-		return
-	}
-	if err == nil {
-		if !finSent { // queued, not waited for: finishing never blocks
+}
+
+// tell ends the pair on the kubelet's side. After a clean end a half-close
+// is all it needs to finish its side quietly; after a failure both streams
+// are reset, unless the kubelet reset them itself (a reset is not answered
+// with a reset).
+func (p *pair) tell(err error) {
+	p.mu.Lock()
+	finSent, resetByPeer := p.finSent, p.resetByPeer
+	p.finSent = true
+	p.mu.Unlock()
+	switch {
+	case p.c.Err() != nil || resetByPeer:
+	case err == nil:
+		if !finSent { // queued, not waited for: ending never blocks
 			p.c.sendControl(func(f *spdy.Framer) error {
 				return f.WriteFrame(&spdy.DataFrame{StreamId: spdy.StreamId(p.dataID), Flags: spdy.DataFlagFin})
 			})
 		}
-		return
+	default:
+		p.reset()
 	}
+}
+
+// reset cancels both streams of the pair.
+func (p *pair) reset() {
 	p.c.sendControl(func(f *spdy.Framer) error {
 		if err := f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.dataID), Status: spdy.Cancel}); err != nil {
 			return err
@@ -345,15 +357,23 @@ func (p *pair) receive(id uint32, bufs [][]byte, fin bool) {
 	}
 }
 
-// enqueue copies b into pooled chunks at the end of the queue; p.mu is held.
+// enqueue copies b to the end of the queue, filling the last chunk before
+// taking another, so memory follows the bytes queued however small the
+// frames; p.mu is held.
 func (p *pair) enqueue(b []byte) {
+	p.queued += len(b)
+	p.c.buffered.Add(int64(len(b)))
+	if n := len(p.queue); n > 0 {
+		last := p.queue[n-1]
+		k := copy(last[len(last):cap(last)], b)
+		p.queue[n-1] = last[:len(last)+k]
+		b = b[k:]
+	}
 	for len(b) > 0 {
 		chunk := getChunk(len(b))
 		k := copy(chunk, b)
 		p.queue = append(p.queue, chunk[:k])
 		b = b[k:]
-		p.queued += k
-		p.c.buffered.Add(int64(k))
 	}
 }
 
@@ -381,19 +401,21 @@ func (p *pair) drain() {
 				}
 				break
 			}
-			bufs := net.Buffers(p.queue)
 			chunks := p.queue
 			p.queue = nil
 			p.writing = true
 			p.mu.Unlock()
 
+			bufs := net.Buffers(slices.Clone(chunks)) // WriteTo consumes its list
 			n, err := bufs.WriteTo(p.local)
 			for _, b := range chunks {
 				putChunk(b)
 			}
 			p.mu.Lock()
-			p.queued -= int(n)
-			p.c.buffered.Add(-n)
+			if !p.finished { // finish has already taken everything off the books
+				p.queued -= int(n)
+				p.c.buffered.Add(-n)
+			}
 			p.mu.Unlock()
 			if err != nil {
 				p.abort(fmt.Errorf("write to client: %w", err))

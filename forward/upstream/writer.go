@@ -21,9 +21,10 @@ const maxPending = 512 << 10
 // frames into one write (one TLS record, one WebSocket message, one
 // syscall); when idle it costs nothing over a plain write.
 type writer struct {
-	conn   io.Writer
-	batch  batcher     // may be nil
-	failed func(error) // told of the first error: the session is dead
+	conn    io.Writer
+	batch   batcher     // may be nil
+	failed  func(error) // told of the first error: the session is dead
+	handoff func() bool // starts a goroutine that calls flush; false if it cannot
 
 	mu      sync.Mutex
 	space   sync.Cond // pending fell below maxPending, or err was set
@@ -93,15 +94,20 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 // else is writing.
 func (w *writer) queue(encode func(*spdy.Framer) error) (mustFlush bool) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.err != nil {
+		w.mu.Unlock()
 		return false
 	}
 	w.encoded.Reset()
 	if err := encode(w.framer); err != nil {
-		w.fail(err)
+		first := w.fail(err)
+		w.mu.Unlock()
+		if first {
+			w.failed(err)
+		}
 		return false
 	}
+	defer w.mu.Unlock()
 	w.pending = append(w.pending, w.encoded.Bytes()...)
 	if w.busy {
 		return false
@@ -113,16 +119,25 @@ func (w *writer) queue(encode func(*spdy.Framer) error) (mustFlush bool) {
 // flush writes what is pending; the caller has set busy.
 func (w *writer) flush() error { return w.write(nil) }
 
+// maxRounds bounds how many batches of other writers' frames one caller
+// writes before it hands the rest to a goroutine of the session's: a
+// connection that has ended must not stay busy flushing another's upload.
+const maxRounds = 4
+
 // write writes first, then whatever others queued meanwhile, until nothing
-// is pending; the caller has set busy, and write clears it.
+// is pending or it has done maxRounds; the caller has set busy, and write
+// clears it or hands it on.
 func (w *writer) write(first []byte) error {
 	var err error
 	if len(first) > 0 {
 		err = w.send(first)
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for err == nil && len(w.pending) > 0 {
+	for rounds := 0; err == nil && w.err == nil && len(w.pending) > 0; rounds++ {
+		if rounds == maxRounds && w.handoff != nil && w.handoff() {
+			w.mu.Unlock()
+			return nil // busy passes to the new flusher
+		}
 		buf := w.pending
 		w.pending = w.spare[:0]
 		w.space.Broadcast()
@@ -131,11 +146,17 @@ func (w *writer) write(first []byte) error {
 		w.mu.Lock()
 		w.spare = buf[:0]
 	}
-	w.busy = false
-	if err != nil {
-		w.fail(err)
+	if cap(w.spare) > maxPending { // a burst is over: do not keep its peak
+		w.spare = nil
 	}
-	return w.err
+	w.busy = false
+	told := err != nil && w.fail(err)
+	werr := w.err
+	w.mu.Unlock()
+	if told {
+		w.failed(err)
+	}
+	return werr
 }
 
 // send writes b to the connection in as few syscalls as the batcher allows.
@@ -152,12 +173,22 @@ func (w *writer) send(b []byte) error {
 	return err
 }
 
-// fail records the first error; every later write returns it.
-func (w *writer) fail(err error) {
-	if w.err == nil {
+// stop fails the writer from outside (the session died): waiting writers
+// wake up, and every later write returns err.
+func (w *writer) stop(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fail(err)
+}
+
+// fail records the first error and reports whether it was the first; w.mu
+// is held. The caller tells w.failed after unlocking.
+func (w *writer) fail(err error) bool {
+	first := w.err == nil
+	if first {
 		w.err = err
-		w.failed(err)
 	}
 	w.pending = nil
 	w.space.Broadcast()
+	return first
 }

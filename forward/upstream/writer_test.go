@@ -124,6 +124,8 @@ type countConn struct {
 	bytes  int
 }
 
+func (c *countConn) SetWriteDeadline(time.Time) error { return nil }
+
 func (c *countConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -195,5 +197,25 @@ func TestSameStream(t *testing.T) {
 				t.Fatalf("got %q, %d bytes, fin %v; want %q, %d, %v", got, used, fin, tc.want, tc.used, tc.fin)
 			}
 		})
+	}
+}
+
+// Queued pod data takes memory in proportion to its bytes, however small
+// the frames it came in: 1,000 payloads of 100 bytes fill 4 chunks, not
+// 1,000 (which would let a 16 MiB limit hold gigabytes).
+func TestQueueMemoryFollowsBytes(t *testing.T) {
+	p := &pair{c: &Conn{}}
+	for range 1000 {
+		p.enqueue(make([]byte, 100))
+	}
+	if p.queued != 100_000 || p.c.buffered.Load() != 100_000 {
+		t.Fatalf("counted %d bytes (conn %d), want 100000", p.queued, p.c.buffered.Load())
+	}
+	held := 0
+	for _, b := range p.queue {
+		held += cap(b)
+	}
+	if want := 4 * chunkSize; held > want {
+		t.Fatalf("%d bytes queued in %d chunks holding %d bytes, want at most %d", p.queued, len(p.queue), held, want)
 	}
 }
