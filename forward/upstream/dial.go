@@ -297,7 +297,7 @@ func (c *bufConn) release() error {
 	c.Conn.SetWriteDeadline(time.Time{})
 	_, err := c.Conn.Write(c.w)
 	c.w = c.w[:0]
-	if cap(c.w) > socketReadSize { // a burst is over: do not keep its peak
+	if cap(c.w) > 2*maxPending { // larger than any batch of ours: do not keep it
 		c.w = nil
 	}
 	return err
