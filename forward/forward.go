@@ -52,6 +52,7 @@ type Forward struct {
 	lns        []listener
 	draining   bool // StopAccepting was called
 	addrs      []string
+	chosen     []int // local port per mapping, once bound
 	tun        *tunnel
 	tunChanged chan struct{} // closed when tun changes
 	reconnects int
@@ -60,6 +61,10 @@ type Forward struct {
 	rtt        time.Duration
 	checks     int64
 	transport  config.Transport
+	retryAt    time.Time
+	dial       Histogram
+	health     Histogram
+	connErrs   map[string]int64 // by reason: ErrNoPod, ...
 }
 
 // New returns a forward for spec; nothing happens until Run.
@@ -70,6 +75,7 @@ func New(spec config.Forward, env Env) *Forward {
 	}
 	return &Forward{
 		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
+		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
 		log: log.With("forward", spec.Name),
 	}
 }
@@ -178,6 +184,10 @@ func (f *Forward) listen(ctx context.Context) ([]listener, error) {
 			for _, l := range lns {
 				f.addrs = append(f.addrs, l.ln.Addr().String())
 			}
+			f.chosen = make([]int, len(f.spec.Ports))
+			for i := range f.chosen {
+				f.chosen[i] = chosen[i]
+			}
 			f.mu.Unlock()
 			return lns, nil
 		}
@@ -189,9 +199,24 @@ func (f *Forward) listen(ctx context.Context) ([]listener, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(b.NextBackOff()):
+		case <-time.After(f.retryIn(b.NextBackOff())):
 		}
 	}
+}
+
+// retryIn records when the next attempt is due, for the status, and returns d.
+func (f *Forward) retryIn(d time.Duration) time.Duration {
+	f.mu.Lock()
+	f.retryAt = time.Now().Add(d)
+	f.mu.Unlock()
+	return d
+}
+
+// connFailed counts a local connection that ended in error, by reason.
+func (f *Forward) connFailed(reason string) {
+	f.mu.Lock()
+	f.connErrs[reason]++
+	f.mu.Unlock()
 }
 
 func (f *Forward) newBackoff() *backoff.ExponentialBackOff {
@@ -241,6 +266,7 @@ func (f *Forward) serve(ctx context.Context, c net.Conn, port config.Port) {
 		t := f.waitTunnel(ctx, deadline)
 		if t == nil {
 			if ctx.Err() == nil {
+				f.connFailed(ErrNoPod)
 				f.log.Warn("closing connection: no ready pod", "client", c.RemoteAddr().String(), "waited", f.spec.ConnectTimeout.String())
 			}
 			return
@@ -248,6 +274,7 @@ func (f *Forward) serve(ctx context.Context, c net.Conn, port config.Port) {
 		remote, err := t.target.remotePort(port, t.pod)
 		if err != nil {
 			t.release()
+			f.connFailed(ErrRemotePort)
 			f.log.Warn("closing connection", "client", c.RemoteAddr().String(), "err", err)
 			return
 		}
@@ -258,8 +285,10 @@ func (f *Forward) serve(ctx context.Context, c net.Conn, port config.Port) {
 		case errors.Is(err, upstream.ErrNoStream) && time.Now().Before(deadline):
 			continue // the tunnel died under us: the supervisor redials
 		case errors.Is(err, upstream.ErrClientStalled):
+			f.connFailed(ErrClientStalled)
 			f.log.Warn("closing connection: the client is not reading", "client", c.RemoteAddr().String(), "pod", t.pod.Name, "port", remote, "err", err)
 		default:
+			f.connFailed(ErrStream)
 			f.log.Warn("connection closed with error", "client", c.RemoteAddr().String(), "pod", t.pod.Name, "port", remote, "err", err)
 		}
 		return
@@ -303,7 +332,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(d):
+		case <-time.After(f.retryIn(d)):
 			return true
 		}
 	}
@@ -428,7 +457,11 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, max(3*f.spec.Health.Timeout, 5*time.Second))
 	defer cancel()
+	start := time.Now()
 	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{ClientBuffer: f.spec.ClientBuffer})
+	f.mu.Lock()
+	f.dial.observe(time.Since(start))
+	f.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -483,6 +516,7 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 			f.mu.Lock()
 			f.rtt = rtt
 			f.checks++
+			f.health.observe(rtt)
 			f.mu.Unlock()
 		}
 	}

@@ -6,11 +6,9 @@ package runner
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,8 +42,13 @@ type Runner struct {
 	// forward's life, runCtx the runner's (shared watches live that long).
 	start func(ctx, runCtx context.Context, spec config.Forward) (Forward, error)
 
+	requests chan chan<- Reload // Reload's requests to the file watch
+
 	mu       sync.Mutex
 	forwards map[string]*running
+	started  time.Time
+	last     Reload    // the last reload, or the start
+	lastOK   time.Time // when the file was last applied
 }
 
 // running is one started forward.
@@ -54,9 +57,10 @@ type running struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when its goroutine has returned
 
-	mu  sync.Mutex
-	fwd Forward // nil until its cluster is resolved
-	err error   // why it is not running
+	mu    sync.Mutex
+	fwd   Forward // nil until its cluster is resolved
+	err   error   // why it is not running
+	errAt time.Time
 }
 
 func (rf *running) state() (Forward, error) {
@@ -73,7 +77,7 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}}
+	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}, requests: make(chan chan<- Reload)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -109,24 +113,78 @@ func (r *Runner) Run(ctx context.Context) error {
 	// The forwards outlive ctx by the grace period: shutdown ends them.
 	life, end := context.WithCancel(context.WithoutCancel(ctx))
 	defer end()
-	r.apply(life, cfg)
+	c := r.apply(life, cfg)
+	r.record(Reload{Trigger: TriggerStart, Successful: true, Changes: c})
 	r.printSummary(ctx)
-	err = f.run(ctx, r.opts.Reload, r.log, func(cfg *config.Config) {
-		c := r.apply(life, cfg)
-		r.log.Info("reloaded", "file", r.opts.File, "added", c.added, "removed", c.removed, "restarted", c.restarted, "unchanged", c.unchanged)
+	err = f.run(ctx, r.opts.Reload, r.requests, r.log, func(cfg *config.Config, err error, trigger string) Reload {
+		res := Reload{Trigger: trigger}
+		switch {
+		case errors.Is(err, errGone):
+			r.log.Warn(errGone.Error(), "file", r.opts.File)
+		case err != nil:
+			for _, e := range errorLines(err) {
+				r.log.Error("invalid forwards file; nothing changed", "err", e)
+			}
+		}
+		if err != nil {
+			res.Errors = errorLines(err)
+			r.record(res)
+			return res
+		}
+		res.Successful, res.Changes = true, r.apply(life, cfg)
+		r.log.Info("reloaded", "file", r.opts.File, "added", res.Added, "removed", res.Removed, "restarted", res.Restarted, "unchanged", res.Unchanged)
+		r.record(res)
 		r.printSummary(ctx)
+		return res
 	})
 	r.shutdown()
 	return err
 }
 
-type changes struct{ added, removed, restarted, unchanged int }
+// Reload reads the file again now, even if it did not change, and returns
+// what came of it. It fails only when the runner is not running.
+func (r *Runner) Reload(ctx context.Context) (Reload, error) {
+	reply := make(chan Reload, 1)
+	select {
+	case r.requests <- reply:
+	case <-ctx.Done():
+		return Reload{}, ctx.Err()
+	}
+	select {
+	case res := <-reply:
+		return res, nil
+	case <-ctx.Done():
+		return Reload{}, ctx.Err()
+	}
+}
+
+// errorLines is err as lines: one per problem for an invalid file
+// (file:line:col: message), else the one message.
+func errorLines(err error) []string {
+	errs := config.Errors(err)
+	if len(errs) == 0 {
+		return []string{err.Error()}
+	}
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = e.Error()
+	}
+	return lines
+}
+
+// Changes counts what a reload did to the forwards, by name.
+type Changes struct {
+	Added     int `json:"added"`
+	Removed   int `json:"removed"`
+	Restarted int `json:"restarted"`
+	Unchanged int `json:"unchanged"`
+}
 
 // apply makes the running forwards those of cfg, by name: removed ones
 // stop, changed ones (and ones that could not start) restart, new ones
 // start, and unchanged ones are not touched.
-func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
-	var c changes
+func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
+	var c Changes
 	var stop []*running
 	var start []config.Forward
 	inFile := map[string]bool{}
@@ -136,12 +194,12 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
 		rf, ok := r.forwards[s.Name]
 		switch {
 		case !ok:
-			c.added++
+			c.Added++
 		case rf.spec.Equal(s) && rf.startErr() == nil:
-			c.unchanged++
+			c.Unchanged++
 			continue
 		default:
-			c.restarted++
+			c.Restarted++
 			stop = append(stop, rf)
 			delete(r.forwards, s.Name)
 		}
@@ -149,7 +207,7 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) changes {
 	}
 	for name, rf := range r.forwards {
 		if !inFile[name] {
-			c.removed++
+			c.Removed++
 			stop = append(stop, rf)
 			delete(r.forwards, name)
 		}
@@ -181,7 +239,7 @@ func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 		}
 		if err := f.Run(fctx); err != nil && fctx.Err() == nil {
 			rf.mu.Lock()
-			rf.err = err
+			rf.err, rf.errAt = err, time.Now()
 			rf.mu.Unlock()
 			r.log.Error("forward stopped", "forward", spec.Name, "err", err)
 		}
@@ -198,7 +256,7 @@ func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward
 	for {
 		f, err := r.start(ctx, runCtx, rf.spec)
 		rf.mu.Lock()
-		rf.fwd, rf.err = f, err
+		rf.fwd, rf.err, rf.errAt = f, err, time.Now()
 		rf.mu.Unlock()
 		if err == nil {
 			if said != "" {
@@ -263,71 +321,4 @@ func activeConnections(all []*running) int64 {
 		}
 	}
 	return n
-}
-
-// Statuses returns a snapshot of every forward, sorted by name.
-func (r *Runner) Statuses() []forward.Status {
-	r.mu.Lock()
-	all := make([]*running, 0, len(r.forwards))
-	for _, rf := range r.forwards {
-		all = append(all, rf)
-	}
-	r.mu.Unlock()
-	out := make([]forward.Status, 0, len(all))
-	for _, rf := range all {
-		out = append(out, rf.status())
-	}
-	slices.SortFunc(out, func(a, b forward.Status) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-func (rf *running) status() forward.Status {
-	f, err := rf.state()
-	switch {
-	case err != nil && f == nil:
-		return forward.Status{Name: rf.spec.Name, State: forward.Failed, LastError: err.Error()}
-	case f == nil:
-		return forward.Status{Name: rf.spec.Name, State: forward.Starting}
-	}
-	s := f.Status()
-	if err != nil {
-		s.State, s.LastError = forward.Failed, err.Error()
-	}
-	return s
-}
-
-// printSummary prints one line per forward once its listeners are bound
-// (so a free port's chosen number is visible) or it has failed, waiting at
-// most a moment.
-func (r *Runner) printSummary(ctx context.Context) {
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		settled := true
-		for _, s := range r.Statuses() {
-			if len(s.Addresses) == 0 && s.State != forward.Failed {
-				settled = false
-			}
-		}
-		if settled {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	r.mu.Lock()
-	targets := map[string]string{}
-	for name, rf := range r.forwards {
-		targets[name] = rf.spec.Target.String()
-	}
-	r.mu.Unlock()
-	for _, s := range r.Statuses() {
-		addrs := strings.Join(s.Addresses, ", ")
-		switch {
-		case addrs != "":
-		case s.LastError != "":
-			addrs = "(not running: " + s.LastError + ")"
-		default:
-			addrs = "(starting)"
-		}
-		fmt.Fprintf(r.opts.Out, "%-20s %s -> %s\n", s.Name, addrs, targets[s.Name])
-	}
 }

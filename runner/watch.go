@@ -83,9 +83,10 @@ func (f *fileWatch) load() (*config.Config, error) {
 	return config.ParseFile(f.path, data)
 }
 
-// run calls apply with every new valid content of the file until ctx ends.
-// A receive on reload re-reads the file even when it did not change.
-func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, log *slog.Logger, apply func(*config.Config)) error {
+// run reads the file again after every burst of changes, on every receive
+// on reload (even when it did not change) and on every request (answered
+// with the result), and hands what it read to apply until ctx ends.
+func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, requests <-chan chan<- Reload, log *slog.Logger, apply func(*config.Config, error, string) Reload) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -107,9 +108,15 @@ func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, log *slog.L
 			log.Warn("watching the forwards file", "file", f.path, "err", err)
 		case <-reload:
 			log.Info("reloading on signal", "file", f.path)
-			f.reload(log, true, apply)
+			cfg, err := f.read(log, true)
+			apply(cfg, err, TriggerSignal)
+		case reply := <-requests:
+			cfg, err := f.read(log, true)
+			reply <- apply(cfg, err, TriggerRequest)
 		case <-timer.C:
-			f.reload(log, false, apply)
+			if cfg, err := f.read(log, false); cfg != nil || err != nil {
+				apply(cfg, err, TriggerFile)
+			}
 		}
 	}
 }
@@ -125,35 +132,29 @@ func (f *fileWatch) relevant(ev fsnotify.Event) bool {
 	return err == nil && filepath.Base(real) == base
 }
 
-func (f *fileWatch) reload(log *slog.Logger, force bool, apply func(*config.Config)) {
+// errGone is the result of reading a file that was deleted.
+var errGone = errors.New("the forwards file is gone; every forward keeps running until it is back")
+
+// read reads and parses the file again. It returns nil, nil when there is
+// nothing new: the content did not change (unless force) or the file is
+// still gone (said once).
+func (f *fileWatch) read(log *slog.Logger, force bool) (*config.Config, error) {
 	f.watchDirs() // a symlink may point somewhere new
 	data, err := os.ReadFile(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if !f.missing {
-			log.Warn("the forwards file is gone; every forward keeps running until it is back", "file", f.path)
+		if f.missing && !force {
+			return nil, nil
 		}
 		f.missing, f.last = true, nil
-		return
+		return nil, fmt.Errorf("%s: %w", f.path, errGone)
 	case err != nil:
-		log.Error("cannot read the forwards file; nothing changed", "file", f.path, "err", err)
-		return
+		return nil, fmt.Errorf("cannot read the forwards file: %w", err)
 	}
 	f.missing = false
 	if !force && bytes.Equal(data, f.last) {
-		return
+		return nil, nil
 	}
 	f.last = data
-	cfg, err := config.ParseFile(f.path, data)
-	if err != nil {
-		if errs := config.Errors(err); len(errs) > 0 {
-			for _, e := range errs {
-				log.Error("invalid forwards file; nothing changed", "err", e.Error())
-			}
-		} else {
-			log.Error("invalid forwards file; nothing changed", "err", err)
-		}
-		return
-	}
-	apply(cfg)
+	return config.ParseFile(f.path, data)
 }
