@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 )
@@ -24,30 +25,73 @@ type bind struct {
 	port    int
 	forward string
 	at      Pos
+	seq     int // order taken: of several collisions, the earliest is reported
 }
 
-// conflict finds an earlier bind that b would collide with: the same port on
-// the same address, or on a wildcard address that covers the other.
-func conflict(binds []bind, b bind) (bind, bool) {
-	for _, o := range binds {
-		if o.port == b.port && overlap(o.addr, b.addr) {
-			return o, true
+// binds holds the local address:port pairs taken so far, indexed by port so
+// that finding a collision costs the same however many there are.
+type binds struct {
+	ports map[int]*portBinds
+	n     int
+}
+
+// portBinds are the binds on one port.
+type portBinds struct {
+	exact         map[string]*bind // by address
+	first, first4 *bind            // the earliest on any address, on an IPv4 one
+	any4, any6    *bind            // the earliest on 0.0.0.0, on ::
+}
+
+// add takes b unless it collides with an earlier bind: the same port on the
+// same address, or on a wildcard address that covers the other. "::"
+// listens on IPv4 too on dual-stack hosts, so it covers every address;
+// "0.0.0.0" covers every IPv4 address.
+func (bs *binds) add(b bind) (other bind, conflict bool) {
+	if bs.ports == nil {
+		bs.ports = map[int]*portBinds{}
+	}
+	p := bs.ports[b.port]
+	if p == nil {
+		p = &portBinds{exact: map[string]*bind{}}
+		bs.ports[b.port] = p
+	}
+	ip := netip.MustParseAddr(b.addr)
+	var found *bind
+	for _, c := range [...]*bind{p.exact[b.addr], p.any6, p.cover(ip)} {
+		if c != nil && (found == nil || c.seq < found.seq) {
+			found = c
 		}
+	}
+	if found != nil {
+		return *found, true
+	}
+	b.seq = bs.n
+	bs.n++
+	nb := &b
+	p.exact[b.addr] = nb
+	p.first = cmp.Or(p.first, nb)
+	if ip.Is4() {
+		p.first4 = cmp.Or(p.first4, nb)
+	}
+	switch ip {
+	case netip.IPv4Unspecified():
+		p.any4 = cmp.Or(p.any4, nb)
+	case netip.IPv6Unspecified():
+		p.any6 = cmp.Or(p.any6, nb)
 	}
 	return bind{}, false
 }
 
-func overlap(a, b string) bool {
-	if a == b {
-		return true
+// cover is the earliest bind on the port that a bind on ip would overlap
+// through a wildcard, other than :: (which add checks for every address).
+func (p *portBinds) cover(ip netip.Addr) *bind {
+	switch {
+	case ip == netip.IPv6Unspecified():
+		return p.first
+	case ip == netip.IPv4Unspecified():
+		return p.first4
+	case ip.Is4():
+		return p.any4
 	}
-	x, y := netip.MustParseAddr(a), netip.MustParseAddr(b)
-	// "::" listens on IPv4 too on dual-stack hosts, so it covers every address.
-	if x == netip.IPv6Unspecified() || y == netip.IPv6Unspecified() {
-		return true
-	}
-	if x == netip.IPv4Unspecified() && y.Is4() || y == netip.IPv4Unspecified() && x.Is4() {
-		return true
-	}
-	return false
+	return nil
 }

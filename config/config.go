@@ -114,9 +114,10 @@ var (
 )
 
 // Load reads, parses and validates the file at path. Errors name the path.
-// A relative kubeconfig path is taken relative to the file's directory.
+// A kubeconfig path of ~ or ~/... is taken in the home directory, and
+// another relative one relative to the file's directory.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -144,12 +145,21 @@ func ParseFile(path string, data []byte) (*Config, error) {
 // Parse decodes a forwards file strictly, applies defaults and validates it.
 // It reports every problem at once, joined, each an *Error with its position.
 func Parse(data []byte) (*Config, error) {
-	return parse(data, os.LookupEnv)
+	return parse(data, environ{lookup: os.LookupEnv, home: os.UserHomeDir})
+}
+
+// environ is what parsing reads from the process; tests supply their own.
+type environ struct {
+	lookup func(string) (string, bool) // ${VAR}
+	home   func() (string, error)      // ~ in kubeconfig
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-func parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+func parse(data []byte, env environ) (*Config, error) {
+	if err := checkSize(data); err != nil {
+		return nil, join([]*Error{err})
+	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
@@ -160,7 +170,10 @@ func parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 		}
 		return nil, join([]*Error{{Line: line, Column: 1, Msg: "invalid YAML: " + msg}})
 	}
-	d := &decoder{lookup: lookup}
+	if err := checkAliases(&root); err != nil {
+		return nil, join([]*Error{err})
+	}
+	d := &decoder{lookup: env.lookup}
 	var f file
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		d.expand(&root)
@@ -173,13 +186,17 @@ func parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&rest); err == nil {
 		return nil, join([]*Error{{Line: rest.Line, Column: rest.Column, Msg: "only one YAML document is allowed"}})
 	}
-	return build(&f, &root)
+	return build(&f, env)
 }
 
 // build turns the decoded file into a Config: defaults first, then every
 // check that spans fields or forwards.
-func build(f *file, root *yaml.Node) (*Config, error) {
+func build(f *file, env environ) (*Config, error) {
 	var errs []*Error
+	kubeconfig, err := expandHome(f.Kubeconfig, env.home)
+	if err != nil {
+		errs = append(errs, f.Fields["kubeconfig"].errorf("%s", err.Error()))
+	}
 	if len(f.Forwards) == 0 {
 		at, ok := f.Fields["forwards"]
 		if !ok {
@@ -190,16 +207,17 @@ func build(f *file, root *yaml.Node) (*Config, error) {
 	base, defErrs := resolve(builtin(), f.Defaults)
 	errs = append(errs, defErrs...)
 
-	cfg := &Config{Kubeconfig: f.Kubeconfig}
+	cfg := &Config{Kubeconfig: kubeconfig}
 	names := map[string]Pos{}
-	var binds []bind
+	var taken binds
+	listeners := 0
 	for _, e := range f.Forwards {
 		fw, ferrs := forwardOf(base, e)
 		errs = append(errs, ferrs...)
 		if len(ferrs) > 0 {
 			continue
 		}
-		fw.Kubeconfig = f.Kubeconfig
+		fw.Kubeconfig = kubeconfig
 		at := e.At
 		if p, ok := e.Fields["name"]; ok {
 			at = p
@@ -209,17 +227,20 @@ func build(f *file, root *yaml.Node) (*Config, error) {
 			continue
 		}
 		names[fw.Name] = at
+		listeners += len(fw.Ports) * len(fw.Addresses)
+		if listeners > maxListeners {
+			errs = append(errs, e.Fields["ports"].errorf("forward %q takes the file past %d listeners (one for each port on each address); a file may have at most %d", fw.Name, maxListeners, maxListeners))
+			break
+		}
 		for i, p := range e.Ports {
 			if fw.Ports[i].Local == 0 {
 				continue
 			}
 			for _, addr := range fw.Addresses {
 				b := bind{addr: addr, port: p.Local, forward: fw.Name, at: p.At}
-				if other, ok := conflict(binds, b); ok {
+				if other, ok := taken.add(b); ok {
 					errs = append(errs, p.At.errorf("%s is already used by forward %q at %d:%d", hostPort(addr, p.Local), other.forward, other.at.Line, other.at.Column))
-					continue
 				}
-				binds = append(binds, b)
 			}
 		}
 		cfg.Forwards = append(cfg.Forwards, fw)
@@ -228,6 +249,24 @@ func build(f *file, root *yaml.Node) (*Config, error) {
 		return nil, join(errs)
 	}
 	return cfg, nil
+}
+
+// expandHome expands a leading ~ or ~/ in path to the home directory, as a
+// shell does; other paths are returned as they are.
+func expandHome(path string, home func() (string, error)) (string, error) {
+	rest, ok := strings.CutPrefix(path, "~")
+	if !ok {
+		return path, nil
+	}
+	if rest != "" && !os.IsPathSeparator(rest[0]) {
+		user, _, _ := strings.Cut(filepath.ToSlash(rest), "/")
+		return "", fmt.Errorf("invalid kubeconfig path %q: ~%s is not expanded; write ~/... for your home directory, or the full path", path, user)
+	}
+	dir, err := home()
+	if err != nil {
+		return "", fmt.Errorf("cannot expand ~ in kubeconfig path %q: %w", path, err)
+	}
+	return filepath.Join(dir, rest), nil
 }
 
 // common is the resolved form of settings.
@@ -264,6 +303,7 @@ func resolve(base common, s settings) (common, []*Error) {
 	}
 	if len(s.Address.List) > 0 {
 		c.addresses = nil
+		seen := map[string]bool{}
 		for _, a := range s.Address.List {
 			ips, err := ParseAddress(a)
 			if err != nil {
@@ -271,7 +311,8 @@ func resolve(base common, s settings) (common, []*Error) {
 				continue
 			}
 			for _, ip := range ips {
-				if !slices.Contains(c.addresses, ip) {
+				if !seen[ip] {
+					seen[ip] = true
 					c.addresses = append(c.addresses, ip)
 				}
 			}
@@ -291,8 +332,9 @@ func resolve(base common, s settings) (common, []*Error) {
 	if s.Reconnect.Max != 0 {
 		c.reconnect.Max = time.Duration(s.Reconnect.Max)
 	}
-	if c.reconnect.Initial > c.reconnect.Max {
-		at := s.Fields["reconnect"]
+	// Only where this layer sets reconnect: one inherited from defaults was
+	// reported there.
+	if at, ok := s.Fields["reconnect"]; ok && c.reconnect.Initial > c.reconnect.Max {
 		errs = append(errs, at.errorf("reconnect.initial (%s) must not be greater than reconnect.max (%s)", c.reconnect.Initial, c.reconnect.Max))
 	}
 	if s.Health.Interval != 0 {

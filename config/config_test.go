@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,11 @@ func TestInvalid(t *testing.T) {
 			`6:24: invalid duration "5x": want a number with a unit, such as 250ms, 10s or 1m`,
 		}},
 		{"backoff-order.yaml", []string{`4:16: reconnect.initial (1m0s) must not be greater than reconnect.max (1s)`}},
+		{"backoff-order-defaults.yaml", []string{`1:23: reconnect.initial (1m0s) must not be greater than reconnect.max (1s)`}},
+		{"empty-forward.yaml", []string{
+			`2:4: a forward needs exactly one target: pod, service, deployment, statefulset, daemonset, replicaset, selector`,
+			`2:4: a forward needs at least one port in ports:`,
+		}},
 		{"bad-transport-address.yaml", []string{
 			`3:16: invalid transport "http2": want auto, websocket or spdy`,
 			`4:14: invalid address "example.com": want an IP address (127.0.0.1, ::1, 0.0.0.0) or localhost`,
@@ -105,6 +112,7 @@ func TestInvalid(t *testing.T) {
 		{"no-forwards.yaml", []string{`1:1: no forwards: list at least one under forwards:`}},
 		{"unset-env.yaml", []string{`2:10: environment variable KFORWARD_TEST_UNSET is not set; set it or give a default: ${KFORWARD_TEST_UNSET:-value}`}},
 		{"bad-yaml.yaml", []string{`3:1: invalid YAML: mapping values are not allowed in this context`}},
+		{"kubeconfig-tilde-user.yaml", []string{`1:13: invalid kubeconfig path "~alice/.kube/config": ~alice is not expanded; write ~/... for your home directory, or the full path`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -270,6 +278,50 @@ func TestLoadKubeconfigRelativeToFile(t *testing.T) {
 	want := filepath.Join(dir, "kube/config")
 	if cfg.Kubeconfig != want || cfg.Forwards[0].Kubeconfig != want {
 		t.Errorf("kubeconfig = %q / %q, want %q", cfg.Kubeconfig, cfg.Forwards[0].Kubeconfig, want)
+	}
+}
+
+// TestLoadKubeconfigHome checks that ~ in the kubeconfig path is the home
+// directory, as the README documents, not a directory named ~ next to the
+// file.
+func TestLoadKubeconfigHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("USERPROFILE", home) // os.UserHomeDir on Windows
+	dir := t.TempDir()
+	tests := map[string]string{
+		"~/.kube/config": filepath.Join(home, ".kube", "config"),
+		`"~"`:            home, // unquoted, ~ is YAML's null
+		"~/":             home,
+		"kube/~/config":  filepath.Join(dir, "kube", "~", "config"),
+		"/etc/kube":      "/etc/kube",
+	}
+	for kubeconfig, want := range tests {
+		t.Run(kubeconfig, func(t *testing.T) {
+			path := filepath.Join(dir, "forwards.yaml")
+			data := "kubeconfig: " + kubeconfig + "\nforwards: [{pod: a, ports: [1]}]\n"
+			if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Kubeconfig != want || cfg.Forwards[0].Kubeconfig != want {
+				t.Errorf("kubeconfig %s = %q / %q, want %q", kubeconfig, cfg.Kubeconfig, cfg.Forwards[0].Kubeconfig, want)
+			}
+		})
+	}
+}
+
+func TestKubeconfigHomeUnknown(t *testing.T) {
+	if runtime.GOOS == "windows" || runtime.GOOS == "plan9" {
+		t.Skip("the home directory is not $HOME here")
+	}
+	t.Setenv("HOME", "")
+	_, err := Parse([]byte("kubeconfig: ~/.kube/config\nforwards: [{pod: a, ports: [1]}]\n"))
+	if want := `1:13: cannot expand ~ in kubeconfig path "~/.kube/config": $HOME is not defined`; fmt.Sprint(err) != want {
+		t.Errorf("error:\n got: %v\nwant: %s", err, want)
 	}
 }
 

@@ -107,6 +107,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 	t := v.Type()
+	if f := v.FieldByName("At"); f.IsValid() && f.Type() == posType {
+		// Set even for null: an empty list item ("-") is still a forward,
+		// and its errors need a position.
+		f.Set(reflect.ValueOf(Pos{n.Line, n.Column}))
+	}
 	if isNull(n) {
 		return
 	}
@@ -114,14 +119,15 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		d.fail(n, "%s must be a mapping", what[t])
 		return
 	}
-	fields, names := fieldsOf(t)
+	k, ok := keysOf[t]
+	if !ok {
+		k.fields, k.names = fieldsOf(t)
+	}
+	fields, names := k.fields, k.names
 	var positions map[string]Pos
 	if f := v.FieldByName("Fields"); f.IsValid() && f.Type() == posMapType {
 		positions = map[string]Pos{}
 		f.Set(reflect.ValueOf(positions))
-	}
-	if f := v.FieldByName("At"); f.IsValid() && f.Type() == posType {
-		f.Set(reflect.ValueOf(Pos{n.Line, n.Column}))
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -141,6 +147,23 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		}
 		d.decode(val, v.FieldByIndex(index))
 	}
+}
+
+// keysOf holds fieldsOf for each struct type of the file, computed once: a
+// file of thousands of forwards decodes an entry struct for each.
+var keysOf = func() map[reflect.Type]keys {
+	m := map[reflect.Type]keys{}
+	for t := range what {
+		var k keys
+		k.fields, k.names = fieldsOf(t)
+		m[t] = k
+	}
+	return m
+}()
+
+type keys struct {
+	fields map[string][]int
+	names  []string
 }
 
 // fieldsOf maps each YAML key of a struct type, including those of inline
