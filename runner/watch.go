@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -75,7 +74,7 @@ func (f *fileWatch) watchDirs() error {
 
 // load reads and parses the file.
 func (f *fileWatch) load() (*config.Config, error) {
-	data, err := os.ReadFile(f.path)
+	data, err := config.ReadFile(f.path)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +139,7 @@ var errGone = errors.New("the forwards file is gone; every forward keeps running
 // still gone (said once).
 func (f *fileWatch) read(log *slog.Logger, force bool) (*config.Config, error) {
 	f.watchDirs() // a symlink may point somewhere new
-	data, err := os.ReadFile(f.path)
+	data, err := config.ReadFile(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if f.missing && !force {
