@@ -1,0 +1,65 @@
+package view
+
+import (
+	"testing"
+
+	"github.com/kforward/kforward/forward"
+)
+
+func TestEnv(t *testing.T) {
+	tests := []struct {
+		name     string
+		forwards []forward.Status
+		want     string
+	}{
+		{
+			name: "names and remotes upper-cased and sanitised, one line per mapping",
+			forwards: []forward.Status{{
+				Name:  "api-gw.v2",
+				Ports: []forward.PortStatus{{Local: 5000, Remote: "http"}, {Local: 49152, Remote: "grpc-web"}, {Local: 9100, Remote: "9100"}},
+			}},
+			want: "API_GW_V2_PORT=5000\n" +
+				"API_GW_V2_PORT_HTTP=5000\n" +
+				"API_GW_V2_PORT_GRPC_WEB=49152\n" +
+				"API_GW_V2_PORT_9100=9100\n",
+		},
+		{
+			name: "sorted by name; unbound forwards skipped",
+			forwards: []forward.Status{
+				{Name: "web", Ports: []forward.PortStatus{{Local: 8080, Remote: "8080"}}},
+				{Name: "pending", Ports: []forward.PortStatus{{Local: 0, Remote: "5000"}}},
+				{Name: "half", Ports: []forward.PortStatus{{Local: 7000, Remote: "a"}, {Local: 0, Remote: "b"}}},
+				{Name: "api", Ports: []forward.PortStatus{{Local: 5000, Remote: "http"}}},
+				{Name: "noports"},
+			},
+			want: "API_PORT=5000\nAPI_PORT_HTTP=5000\nWEB_PORT=8080\nWEB_PORT_8080=8080\n",
+		},
+		{
+			name:     "a name starting with a digit stays a shell assignment",
+			forwards: []forward.Status{{Name: "1st", Ports: []forward.PortStatus{{Local: 1234, Remote: "80"}}}},
+			want:     "_1ST_PORT=1234\n_1ST_PORT_80=1234\n",
+		},
+		{name: "nothing bound, nothing written", forwards: nil, want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Env(tt.forwards); got != tt.want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvIsStable(t *testing.T) {
+	a := []forward.Status{
+		{Name: "b", Ports: []forward.PortStatus{{Local: 2, Remote: "x"}}},
+		{Name: "a", Ports: []forward.PortStatus{{Local: 1, Remote: "x"}}},
+	}
+	b := []forward.Status{a[1], a[0]}
+	if Env(a) != Env(b) {
+		t.Errorf("order of input changed the output:\n%s\n%s", Env(a), Env(b))
+	}
+	if a[0].Name != "b" {
+		t.Error("Env reordered its argument")
+	}
+}
