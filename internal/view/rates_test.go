@@ -65,8 +65,8 @@ func TestRatesForgetsRemovedForwards(t *testing.T) {
 
 func TestRatesNilShowsTotalsOnly(t *testing.T) {
 	out := Table(fixture(), nil, now, 300, Options{})
-	if strings.ContainsAny(out, "↓↑▁") {
-		t.Errorf("rates without history:\n%s", out)
+	if strings.ContainsAny(out, "↓↑▁") || !strings.Contains(out, "12.3 MiB") || !strings.Contains(out, "1.1 MiB") {
+		t.Errorf("want totals and no rates or sparklines without history, got:\n%s", out)
 	}
 }
 
