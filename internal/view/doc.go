@@ -10,7 +10,8 @@
 // Invariants:
 //   - Table is a pure function of its arguments: the clock is a parameter,
 //     so the same snapshot renders the same text (the golden tests rely on
-//     it). No line it returns is wider than the width it is given.
+//     it). No line it returns is wider than the width it is given (20 at
+//     least); what does not fit is shortened, never wrapped.
 //   - With Options.Color false no escape code is written at all; with it,
 //     only the 16 basic ANSI colours and bold/faint are used, so a
 //     terminal's theme applies and downsampling has nothing to lose.

@@ -40,10 +40,14 @@ type Live struct {
 
 // NewLive returns the live view of snapshot, drawn on out and reading keys
 // from in (nil: no keys; a terminal is put in raw mode while the view
-// runs). snapshot is called from the view's own goroutine, about four times
-// a second; an error it returns is shown on the header line above the last
+// runs, so Ctrl-C arrives as a key, not SIGINT). Pass the terminal itself
+// as out: its size and colour support are read from it.
+//
+// snapshot is called about four times a second from goroutines of the
+// view, two at once at the very end, so it must be safe for concurrent
+// use; an error it returns is shown on the header line above the last
 // table (`kforward status --watch` when nothing answers). onInterrupt is
-// called on Ctrl-C and q; it must not block.
+// called on Ctrl-C and q, on the view's event loop: it must not block.
 func NewLive(out io.Writer, in io.Reader, snapshot func() (runner.Snapshot, error), onInterrupt func()) *Live {
 	return &Live{out: out, in: in, snapshot: snapshot, onInterrupt: onInterrupt, wake: make(chan struct{}, 1)}
 }
@@ -51,6 +55,8 @@ func NewLive(out io.Writer, in io.Reader, snapshot func() (runner.Snapshot, erro
 // Writer returns an io.Writer for log output: each complete line is
 // printed above the table without tearing it; before Run starts or after
 // it ends, lines go straight to out. A line is held until its newline.
+// While the view runs, anything written to the terminal some other way
+// (stderr included) tears the table: route every log through here.
 func (l *Live) Writer() io.Writer { return (*liveWriter)(l) }
 
 type liveWriter Live

@@ -34,7 +34,7 @@ const gap = "  " // between columns
 // columns are truncated with "…"; when even that is not enough the errors
 // move to a line of their own under their row. now is the clock (ages,
 // retry countdowns); rates may be nil (IN and OUT show totals only).
-// Every line ends in a newline.
+// Every line ends in a newline. A width under 20 is taken as 20.
 func Table(snap runner.Snapshot, rates *Rates, now time.Time, width int, opts Options) string {
 	p := paint(opts.Color)
 	width = max(width, 20)
