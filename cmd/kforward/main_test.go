@@ -89,7 +89,7 @@ func TestLogFormatsAndKlogRouting(t *testing.T) {
 	defer func() { os.Stderr = stderr }()
 
 	var buf bytes.Buffer
-	log, err := newLogger(&buf, "json", 0)
+	log, err := newLogger(&buf, "json", 0, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestLogFormatsAndKlogRouting(t *testing.T) {
 	}
 
 	buf.Reset()
-	log, _ = newLogger(&buf, "text", 2) // -vv
+	log, _ = newLogger(&buf, "text", 2, false, false) // -vv
 	log.Debug("debug shown")
 	klog.V(1).InfoS("klog level 1 shown")
 	klog.V(2).InfoS("klog level 2 hidden")
@@ -126,7 +126,7 @@ func TestLogFormatsAndKlogRouting(t *testing.T) {
 		t.Errorf("with -vv:\n%s", out)
 	}
 
-	if _, err := newLogger(&buf, "xml", 0); err == nil || err.Error() != `unknown log format "xml"; allowed: text, json` {
+	if _, err := newLogger(&buf, "xml", 0, false, false); err == nil || err.Error() != `unknown log format "xml"; allowed: text, json` {
 		t.Errorf("unknown format: %v", err)
 	}
 }

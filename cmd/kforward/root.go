@@ -37,7 +37,7 @@ detects dead tunnels and applies edits to the file while it runs.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newStatusCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }
 

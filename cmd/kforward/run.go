@@ -9,23 +9,30 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"k8s.io/klog/v2"
 
 	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/internal/status"
+	"github.com/kforward/kforward/internal/view"
 	"github.com/kforward/kforward/runner"
 )
 
 func newRunCmd() *cobra.Command {
 	var (
-		file      string
-		grace     time.Duration
-		logFormat string
-		verbose   int
-		profile   string
+		file       string
+		grace      time.Duration
+		logFormat  string
+		verbose    int
+		profile    string
+		statusAddr string
+		noTUI      bool
+		portsFile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [-f forwards.yaml]",
@@ -34,12 +41,21 @@ func newRunCmd() *cobra.Command {
 applied while running (only the forwards that changed restart); an invalid
 edit changes nothing. SIGHUP reloads the file. SIGINT or SIGTERM stops:
 listeners close, open connections get the grace period, and a second
-signal exits at once.`,
+signal exits at once.
+
+On a terminal, a table of every forward updates in place, with log records
+above it; elsewhere (a pipe, a file, systemd), or with --no-tui, one line
+per forward at start and after each reload, then log records.
+
+The status endpoint (--status-addr, default ` + status.DefaultAddr + `) serves
+GET /status (JSON), /metrics (Prometheus), /healthz, /readyz (503 until
+every forward is active) and POST /-/reload.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(cmd.ErrOrStderr(), logFormat, verbose)
-			if err != nil {
-				return err
+			if statusAddr != "off" {
+				if err := status.CheckAddr(statusAddr, cmd.Flags().Changed("status-addr")); err != nil {
+					return err
+				}
 			}
 			if profile != "" {
 				stopProfile, err := startCPUProfile(profile)
@@ -48,12 +64,60 @@ signal exits at once.`,
 				}
 				defer stopProfile()
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			go exitOnSecondSignal(ctx)
-			err = runner.New(runner.Options{
-				File: file, Out: cmd.OutOrStdout(), Log: log, Grace: grace, Reload: hangups(ctx),
-			}).Run(ctx)
+			ctx, interrupted := context.WithCancel(cmd.Context())
+			defer interrupted()
+			keys := make(chan struct{}, 1) // Ctrl-C pressed in the view
+			// Everything beside the forwards (the view, the status endpoint,
+			// the ports file) lives until the runner has shut down.
+			aux, endAux := context.WithCancel(context.WithoutCancel(ctx))
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer endAux()
+
+			out, logOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			var r *runner.Runner
+			var live *view.Live
+			color := false
+			if !noTUI && isTerminal(out) {
+				live = view.NewLive(out, terminalOrNil(cmd.InOrStdin()),
+					func() (runner.Snapshot, error) { return r.Snapshot(), nil },
+					func() {
+						select {
+						case keys <- struct{}{}:
+						default:
+						}
+					})
+				if isTerminal(logOut) { // on the same screen: above the table
+					logOut, color = live.Writer(), true
+				}
+				out = io.Discard // the table shows what the summary lines would
+			}
+			log, err := newLogger(logOut, logFormat, verbose, live != nil, color)
+			if err != nil {
+				return err
+			}
+			r = runner.New(runner.Options{File: file, Out: out, Log: log, Grace: grace, Reload: hangups(ctx)})
+
+			viewDone := make(chan struct{})
+			if live != nil {
+				wg.Go(func() {
+					defer close(viewDone)
+					live.Run(aux)
+				})
+			} else {
+				close(viewDone)
+			}
+			wg.Go(func() { onInterrupts(aux, keys, interrupted, endAux, viewDone) })
+			if statusAddr != "off" {
+				wg.Go(func() { status.Serve(aux, statusAddr, status.Handler(r), log) })
+			}
+			if portsFile != "" {
+				wg.Go(func() { status.WritePorts(aux, portsFile, r.Snapshot, log) })
+			}
+
+			err = r.Run(ctx)
+			endAux()
+			wg.Wait()
 			if errs := config.Errors(err); len(errs) > 0 {
 				for _, e := range errs {
 					fmt.Fprintln(cmd.ErrOrStderr(), e)
@@ -68,7 +132,25 @@ signal exits at once.`,
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().CountVarP(&verbose, "verbose", "v", "more detail in the log; repeat for client-go's own (-vv, -vvv)")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for performance reports; read it with go tool pprof)")
+	cmd.Flags().StringVar(&statusAddr, "status-addr", status.DefaultAddr, `serve status, metrics and reload on this address; "off" serves nothing. A non-loopback address must be an explicit IP`)
+	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "no live table even on a terminal: summary lines and log records only")
+	cmd.Flags().StringVar(&portsFile, "ports-file", "", "keep this file holding every forward's bound ports as NAME_PORT=N lines (for `source`); removed on exit")
 	return cmd
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// terminalOrNil returns r if it is a terminal (the view reads keys from
+// it), else nil.
+func terminalOrNil(r io.Reader) io.Reader {
+	if isTerminal(r) {
+		return r
+	}
+	return nil
 }
 
 // startCPUProfile profiles until the returned function is called.
@@ -90,7 +172,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 // newLogger returns the log for a run, and routes client-go's klog output
 // into it so that nothing else is written to stderr. -v shows debug
 // records; each further -v raises klog's verbosity.
-func newLogger(w io.Writer, format string, verbose int) (*slog.Logger, error) {
+func newLogger(w io.Writer, format string, verbose int, live, color bool) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if verbose > 0 {
 		opts.Level = slog.LevelDebug
@@ -98,7 +180,11 @@ func newLogger(w io.Writer, format string, verbose int) (*slog.Logger, error) {
 	var h slog.Handler
 	switch format {
 	case "text":
-		h = slog.NewTextHandler(w, opts)
+		if live { // for people: short lines above the table
+			h = view.LogHandler(w, opts.Level, color)
+		} else {
+			h = slog.NewTextHandler(w, opts)
+		}
 	case "json":
 		h = slog.NewJSONHandler(w, opts)
 	default:
@@ -135,12 +221,30 @@ func hangups(ctx context.Context) <-chan struct{} {
 	return out
 }
 
-// exitOnSecondSignal lets a second Ctrl-C end the process at once while the
-// first one is still shutting forwards down gracefully.
-func exitOnSecondSignal(ctx context.Context) {
-	<-ctx.Done()
+// onInterrupts handles Ctrl-C (SIGINT, SIGTERM, or the key in the view)
+// until ctx ends: the first one stops gracefully (cancel), a second one
+// exits at once, after ending the view (endView, then wait for viewDone)
+// so the terminal is left as it was found.
+func onInterrupts(ctx context.Context, keys <-chan struct{}, cancel, endView func(), viewDone <-chan struct{}) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	os.Exit(130)
+	defer signal.Stop(sig)
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+		case <-keys:
+		}
+		if n == 1 {
+			cancel()
+			continue
+		}
+		endView()
+		select {
+		case <-viewDone:
+		case <-time.After(time.Second):
+		}
+		os.Exit(130)
+	}
 }

@@ -25,6 +25,8 @@ const (
 // pollEvery) when a forward's state, pod, addresses or last error, or the
 // last reload, changed. Log lines written to Writer scroll above it.
 type Live struct {
+	Wide bool // the wide table (set before Run)
+
 	out         io.Writer
 	in          io.Reader
 	snapshot    func() (runner.Snapshot, error)
@@ -99,6 +101,7 @@ func (l *Live) take() []string {
 // caller ends ctx when it is done.
 func (l *Live) Run(ctx context.Context) error {
 	m := newModel(l.snapshot, l.onInterrupt, time.Now)
+	m.wide = l.Wide
 	opts := append([]tea.ProgramOption{
 		tea.WithOutput(l.out),
 		tea.WithInput(l.in),
@@ -184,6 +187,7 @@ type model struct {
 	ratedAt time.Time
 	width   int
 	height  int
+	wide    bool
 }
 
 func newModel(snapshot func() (runner.Snapshot, error), onInterrupt func(), clock func() time.Time) *model {
@@ -280,5 +284,5 @@ func (m *model) View() tea.View {
 	if m.height > 1 {
 		height = m.height - 1 // the line the cursor waits on
 	}
-	return tea.NewView(Table(m.snap, &m.rates, m.shownAt, width, Options{Color: true, Height: height, Err: m.err}))
+	return tea.NewView(Table(m.snap, &m.rates, m.shownAt, width, Options{Wide: m.wide, Color: true, Height: height, Err: m.err}))
 }
