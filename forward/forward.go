@@ -84,6 +84,11 @@ func New(spec config.Forward, env Env) *Forward {
 // its upstream and its open connections, and returns once every goroutine it
 // started has finished.
 func (f *Forward) Run(ctx context.Context) error {
+	defer func() {
+		f.mu.Lock()
+		f.state = Stopped
+		f.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -656,7 +656,7 @@ func TestStatus(t *testing.T) {
 	pods := newFakePods(k.addPod("a", t0, map[string]int32{"echo": 7000}))
 	s := spec(":echo")
 	s.Health.Interval = 50 * time.Millisecond
-	f, _ := start(t, s, k.env(pods, &testLog{}))
+	f, stop := start(t, s, k.env(pods, &testLog{}))
 	if st := f.Status(); st.Name != "web" || (st.State != Starting && st.State != WaitingForPod && st.State != Active) {
 		t.Fatalf("initial status %+v", st)
 	}
@@ -674,10 +674,23 @@ func TestStatus(t *testing.T) {
 	waitFor(t, 2*time.Second, "one active connection", func() bool { return f.Status().Active == 1 })
 
 	st := f.Status()
-	want := Status{Name: "web", State: Active, Addresses: st.Addresses, Pod: "a", Transport: config.WebSocket,
-		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT, HealthChecks: st.HealthChecks}
+	port := st.Ports[0].Local
+	want := Status{Name: "web", Target: "selector/app=web", Namespace: "ns", State: Active,
+		Ports:     []PortStatus{{Local: port, Remote: "echo"}},
+		Addresses: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Pod: "a", Transport: config.WebSocket,
+		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT, HealthChecks: st.HealthChecks,
+		DialSeconds: st.DialSeconds, HealthSeconds: st.HealthSeconds}
 	if st.HealthChecks < 1 {
 		t.Fatalf("%d health checks counted after one passed", st.HealthChecks)
+	}
+	if port == 0 {
+		t.Fatal("the chosen local port is not in the status")
+	}
+	if h := st.DialSeconds; h.Count != 1 || h.Sum <= 0 || h.Counts[len(h.Counts)-1] != 1 {
+		t.Errorf("dial histogram after one dial: %+v", h)
+	}
+	if h := st.HealthSeconds; h.Count != uint64(st.HealthChecks) || h.Sum < st.HealthRTT.Seconds() {
+		t.Errorf("health histogram after %d checks (last %s): %+v", st.HealthChecks, st.HealthRTT, h)
 	}
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("status\n %+v\nwant\n %+v", st, want)
@@ -692,6 +705,16 @@ func TestStatus(t *testing.T) {
 	st = f.Status()
 	if st.LastError == "" || st.LastErrorAt.Before(before) {
 		t.Fatalf("last error %q at %s, want the dropped tunnel after %s", st.LastError, st.LastErrorAt, before)
+	}
+	if st.DialSeconds.Count != 2 {
+		t.Errorf("%d dials in the histogram after a reconnect, want 2", st.DialSeconds.Count)
+	}
+	if st.ConnErrors[ErrStream] != 1 {
+		t.Errorf("connection errors %v after the open connection's tunnel dropped, want stream: 1", st.ConnErrors)
+	}
+	stop()
+	if st := f.Status(); st.State != Stopped {
+		t.Errorf("state %s after Run returned, want %s", st.State, Stopped)
 	}
 }
 

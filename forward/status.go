@@ -18,6 +18,7 @@ const (
 	Active        State = "active"
 	Reconnecting  State = "reconnecting"
 	Failed        State = "failed"
+	Stopped       State = "stopped" // Run has returned
 )
 
 // Status is a snapshot of a forward, safe to keep and read. It is also the

@@ -286,8 +286,7 @@ func (r *Runner) shutdown() {
 	for _, rf := range r.forwards {
 		all = append(all, rf)
 	}
-	r.forwards = map[string]*running{}
-	r.mu.Unlock()
+	r.mu.Unlock() // kept: their last statuses (stopped) are the final picture
 	if open := activeConnections(all); open > 0 && r.opts.Grace > 0 {
 		r.log.Info("stopping: waiting for open connections", "connections", open, "grace", r.opts.Grace.String())
 	}
@@ -321,4 +320,14 @@ func activeConnections(all []*running) int64 {
 		}
 	}
 	return n
+}
+
+// isDone reports whether the forward's goroutine has returned.
+func (rf *running) isDone() bool {
+	select {
+	case <-rf.done:
+		return true
+	default:
+		return false
+	}
 }

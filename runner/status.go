@@ -88,7 +88,11 @@ func (rf *running) status() forward.Status {
 		s.State, s.LastError, s.LastErrorAt = forward.Failed, err.Error(), at
 		return s
 	case f == nil:
-		return forward.SpecStatus(rf.spec)
+		s := forward.SpecStatus(rf.spec)
+		if rf.isDone() {
+			s.State = forward.Stopped
+		}
+		return s
 	}
 	s := f.Status()
 	if err != nil {

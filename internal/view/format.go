@@ -188,7 +188,7 @@ func (p paint) state(s forward.State, text string) string {
 		return p.yellow(text)
 	case forward.Failed:
 		return p.red(text)
-	case forward.Starting:
+	case forward.Starting, forward.Stopped:
 		return p.faint(text)
 	}
 	return text
