@@ -91,7 +91,10 @@ func NotReady(forwards []forward.Status) []string {
 			continue
 		}
 		line := s.Name + ": " + string(s.State)
-		if s.LastError != "" {
+		switch {
+		case s.State == forward.WaitingForPod && s.LastError == "":
+			line += ": no ready pod of " + s.Target
+		case s.LastError != "":
 			line += ": " + s.LastError
 		}
 		out = append(out, line)

@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/runner"
+)
+
+// statusGet fetches path from a status endpoint.
+func statusGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// readPortsFile reads an env file into a map.
+func readPortsFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	m := map[string]string{}
+	for line := range strings.Lines(string(data)) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			t.Fatalf("ports file line %q is not NAME=VALUE", line)
+		}
+		m[k] = v
+	}
+	return m
+}
+
+// metricValue is the value of the one series of name with the given labels.
+func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	t.Helper()
+	mf := families[name]
+	if mf == nil {
+		t.Fatalf("no metric %s", name)
+	}
+	for _, m := range mf.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range labels {
+			match = match && have[k] == v
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
+}
+
+// The status endpoint, the ports file and `kforward status`, against a
+// kforward run on a real cluster, after real traffic.
+func TestStatusEndpoint(t *testing.T) {
+	c := needCluster(t)
+	ns := namespace(t, c)
+	createDeployment(t, c.Client, ns, "web", 1)
+	createPod(t, c.Client, ns, "solo")
+	waitReadyPods(t, c.Client, ns, "app=web", 1)
+	waitReadyPods(t, c.Client, ns, "app=solo", 1)
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "forwards.yaml")
+	portsFile := filepath.Join(dir, "ports.env")
+	base := header(c, "", ns) +
+		"  - name: web\n    deployment: web\n    ports: [\":http\"]\n" +
+		"  - name: solo\n    pod: solo\n    ports: [\":echo\"]\n"
+	os.WriteFile(file, []byte(base), 0o644)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	began := time.Now()
+	k := startRun(t, file, "--status-addr", addr, "--ports-file", portsFile)
+	k.line(t)
+	k.line(t)
+
+	waitFor(t, 30*time.Second, "/readyz 200", func() bool { code, _ := statusGet(t, addr, "/readyz"); return code == 200 })
+	var ports map[string]string
+	waitFor(t, 5*time.Second, "the ports file", func() bool { ports = readPortsFile(t, portsFile); return len(ports) == 4 })
+	webAddr := "127.0.0.1:" + ports["WEB_PORT"]
+	if ports["WEB_PORT_HTTP"] != ports["WEB_PORT"] || ports["SOLO_PORT_ECHO"] != ports["SOLO_PORT"] {
+		t.Fatalf("ports file %v: want WEB_PORT, WEB_PORT_HTTP, SOLO_PORT, SOLO_PORT_ECHO", ports)
+	}
+	pod := ""
+	for range 5 {
+		_, pod, _ = strings.Cut(who(t, webAddr), "/") // the backend says namespace/pod
+	}
+
+	// /status: the snapshot, after 5 requests.
+	var snap runner.Snapshot
+	waitFor(t, 5*time.Second, "5 connections in /status", func() bool {
+		_, body := statusGet(t, addr, "/status")
+		if err := json.Unmarshal([]byte(body), &snap); err != nil {
+			t.Fatalf("/status is not a snapshot: %v\n%s", err, body)
+		}
+		return len(snap.Forwards) == 2 && snap.Forwards[1].Total == 5
+	})
+	web := snap.Forwards[1]
+	if web.Name != "web" || web.State != forward.Active || web.Pod != pod || web.Target != "deployment/web" ||
+		web.Namespace != ns || strconv.Itoa(web.Ports[0].Local) != ports["WEB_PORT"] || web.Ports[0].Remote != "http" ||
+		web.BytesIn == 0 || web.BytesOut == 0 {
+		t.Errorf("/status for web: %+v", web)
+	}
+	if snap.File != file || !snap.LastReload.Successful || snap.LastReload.Trigger != runner.TriggerStart || snap.Started.Before(began) {
+		t.Errorf("/status file and reload: %q %+v started %s", snap.File, snap.LastReload, snap.Started)
+	}
+
+	// /metrics, parsed as Prometheus does, agrees with it.
+	_, body := statusGet(t, addr, "/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	webLabel := map[string]string{"forward": "web"}
+	for name, want := range map[string]float64{
+		"kforward_forward_up":                    1,
+		"kforward_connections_total":             5,
+		"kforward_reconnects_total":              0,
+		"kforward_config_last_reload_successful": 1,
+	} {
+		labels := webLabel
+		if strings.HasPrefix(name, "kforward_config") {
+			labels = nil
+		}
+		if got := metricValue(t, families, name, labels); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if in := metricValue(t, families, "kforward_bytes_total", map[string]string{"forward": "web", "direction": "in"}); in < float64(web.BytesIn) || in == 0 {
+		t.Errorf("bytes in %v, /status said %d before", in, web.BytesIn)
+	}
+	if n := metricValue(t, families, "kforward_upstream_dial_seconds", webLabel); n < 1 {
+		t.Errorf("%v dials observed, want at least the first", n)
+	}
+	if ts := metricValue(t, families, "kforward_config_last_reload_success_timestamp_seconds", nil); ts < float64(began.Unix()) || ts > float64(time.Now().Unix()+1) {
+		t.Errorf("last reload at %v, not during this test (began %d)", ts, began.Unix())
+	}
+	waitFor(t, 5*time.Second, "a health check", func() bool {
+		_, body := statusGet(t, addr, "/metrics")
+		return regexp.MustCompile(`kforward_health_check_seconds_count\{forward="web"\} [1-9]`).MatchString(body)
+	})
+
+	// /readyz follows the pod: 503 naming the forward while it is gone,
+	// 200 once a new one is Ready.
+	if err := c.Client.CoreV1().Pods(ns).Delete(t.Context(), "solo", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var notReady string
+	waitFor(t, 30*time.Second, "/readyz 503", func() bool { code, b := statusGet(t, addr, "/readyz"); notReady = b; return code == 503 })
+	if !strings.HasPrefix(notReady, "solo: ") || strings.Contains(notReady, "web") {
+		t.Errorf("/readyz body %q, want only solo named", notReady)
+	}
+	createPod(t, c.Client, ns, "solo")
+	waitFor(t, 30*time.Second, "/readyz 200 again", func() bool { code, _ := statusGet(t, addr, "/readyz"); return code == 200 })
+	t.Logf("readyz: 503 with %q, then 200", strings.TrimSpace(notReady))
+
+	t.Run("kforward status", func(t *testing.T) {
+		status := func(args ...string) (string, string, int) { return kforwardStatus(t, addr, args...) }
+		table, _, code := status()
+		lines := strings.Split(strings.TrimSpace(table), "\n")
+		if code != 0 || len(lines) != 4 || !strings.Contains(lines[0], "2 forwards, 2 active") ||
+			!strings.HasPrefix(lines[1], "NAME") || !regexp.MustCompile(`^web\s+deploy/web:http\s+127\.0\.0\.1:`+ports["WEB_PORT"]+`\s+`+pod+`\s+active\s+\d+/5\s`).MatchString(lines[3]) {
+			t.Errorf("kforward status (exit %d):\n%s", code, table)
+		}
+		if strings.ContainsRune(table, 0x1b) {
+			t.Error("escape codes in the table printed to a pipe")
+		}
+		wide, _, _ := status("-o", "wide")
+		if !regexp.MustCompile(`NAMESPACE\s+CONTEXT\s+TARGET.*TRANSPORT\s+RECONNECTS\s+HEALTH`).MatchString(wide) || !strings.Contains(wide, ns) {
+			t.Errorf("kforward status -o wide:\n%s", wide)
+		}
+		js, _, _ := status("-o", "json")
+		var got runner.Snapshot
+		if err := json.Unmarshal([]byte(js), &got); err != nil || len(got.Forwards) != 2 || got.Forwards[1].Pod != pod {
+			t.Errorf("kforward status -o json (%v):\n%s", err, js)
+		}
+		env, _, _ := status("-o", "env")
+		file, _ := os.ReadFile(portsFile)
+		if env != string(file) || !strings.Contains(env, "WEB_PORT="+ports["WEB_PORT"]+"\n") {
+			t.Errorf("kforward status -o env:\n%s\nports file:\n%s", env, file)
+		}
+		nobody := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		_, errOut, code := kforwardStatus(t, nobody)
+		if code != 1 || errOut != "error: no kforward running at "+nobody+"\n" {
+			t.Errorf("kforward status with nothing running: exit %d, stderr %q", code, errOut)
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		// A new :PORT forward appears in the ports file; an invalid file is
+		// refused by POST /-/reload with its file:line:col and changes
+		// nothing; removing the forward takes its lines out.
+		os.WriteFile(file, []byte(base+"  - name: extra-one\n    pod: solo\n    ports: [\":echo\", \"7000\"]\n"), 0o644)
+		waitFor(t, 10*time.Second, "extra-one in the ports file", func() bool { return len(readPortsFile(t, portsFile)) == 7 })
+		p := readPortsFile(t, portsFile)
+		if p["EXTRA_ONE_PORT"] == "" || p["EXTRA_ONE_PORT"] != p["EXTRA_ONE_PORT_ECHO"] || p["EXTRA_ONE_PORT_7000"] != "7000" {
+			t.Errorf("ports file after adding extra-one: %v", p)
+		}
+		os.WriteFile(file, []byte(base+"  - name: bad\n    pod: solo\n    prots: [1]\n"), 0o644)
+		req, _ := http.NewRequest("POST", "http://"+addr+"/-/reload", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), file+":15:5: unknown key \"prots\"") {
+			t.Errorf("POST /-/reload of an invalid file: %d\n%s", resp.StatusCode, body)
+		}
+		_, m := statusGet(t, addr, "/metrics")
+		if !strings.Contains(m, "\nkforward_config_last_reload_successful 0\n") || !strings.Contains(m, `kforward_forward_up{forward="extra-one"} 1`) {
+			t.Errorf("after an invalid reload, want reload unsuccessful and extra-one still up:\n%s", grepLines(m, "kforward_config_last_reload_successful", "kforward_forward_up"))
+		}
+		os.WriteFile(file, []byte(base), 0o644)
+		waitFor(t, 10*time.Second, "extra-one gone from the ports file", func() bool { return len(readPortsFile(t, portsFile)) == 4 })
+	})
+}
+
+func grepLines(s string, prefixes ...string) string {
+	var out []string
+	for line := range strings.Lines(s) {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, strings.TrimSpace(line))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// kforwardStatus runs `kforward status --addr addr args...`.
+func kforwardStatus(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(kforwardBinary(t), append([]string{"status", "--addr", addr}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		exit, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatal(err)
+		}
+		code = exit.ExitCode()
+	}
+	return out.String(), errOut.String(), code
+}
