@@ -96,13 +96,25 @@ every forward is active) and POST /-/reload.`,
 			if err != nil {
 				return err
 			}
-			r = runner.New(runner.Options{File: file, Out: out, Log: log, Grace: grace, Reload: hangups(ctx)})
+			var tty io.Writer // the live view's terminal, if any
+			if live != nil {
+				tty = cmd.OutOrStdout()
+			}
+			reload := hangups(ctx, tty, func() {
+				log.Warn("the terminal hung up; stopping")
+				interrupted()
+			})
+			r = runner.New(runner.Options{File: file, Out: out, Log: log, Grace: grace, Reload: reload})
 
 			viewDone := make(chan struct{})
 			if live != nil {
 				wg.Go(func() {
 					defer close(viewDone)
-					live.Run(aux)
+					err := live.Run(aux)
+					if aux.Err() == nil { // the terminal went away (closed window, lost ssh)
+						log.Warn("the terminal is gone; stopping", "err", err)
+						interrupted()
+					}
 				})
 			} else {
 				close(viewDone)
@@ -198,8 +210,22 @@ func newLogger(w io.Writer, format string, verbose int, live, color bool) (*slog
 	return log, nil
 }
 
+// hungUpSoon reports whether the terminal is hung up now or within a
+// moment: the signal may come before the hangup it announces.
+func hungUpSoon(terminal io.Writer) bool {
+	for range 5 {
+		if !isTerminal(terminal) {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
 // hangups returns a channel that receives on every SIGHUP until ctx ends.
-func hangups(ctx context.Context) <-chan struct{} {
+// A SIGHUP that comes with the terminal gone (its window closed: the
+// kernel hangs up the terminal and sends SIGHUP) calls hungUp instead.
+func hangups(ctx context.Context, terminal io.Writer, hungUp func()) <-chan struct{} {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP)
 	out := make(chan struct{})
@@ -208,6 +234,10 @@ func hangups(ctx context.Context) <-chan struct{} {
 		for {
 			select {
 			case <-sig:
+				if terminal != nil && hungUpSoon(terminal) {
+					hungUp()
+					return
+				}
 				select {
 				case out <- struct{}{}:
 				case <-ctx.Done():
