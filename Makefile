@@ -1,7 +1,7 @@
 # kforward: the two commands that matter are `make demo` and `make test`.
 GO ?= go
 
-.PHONY: all build test vet unit bench fuzz schema demo demo-down
+.PHONY: all build test tools vet unit bench fuzz schema demo demo-down
 
 all: build
 
@@ -11,8 +11,13 @@ build:
 # Every test: vet, unit tests, and the end-to-end tests against a real local
 # control plane (built on first use into $$KFORWARD_E2E_CACHE, default
 # ~/.cache/kforward-e2e).
-test: vet
+test: vet tools
 	$(GO) test -race -count=1 -timeout 60m ./...
+
+# What the tests need from outside Go: tmux, the real terminal the live
+# view's end-to-end test runs kforward in (Debian package tmux).
+tools:
+	@command -v tmux >/dev/null || { echo "installing tmux (apt-get)"; apt-get update -qq && apt-get install -y -qq tmux; }
 
 vet:
 	$(GO) vet ./...
