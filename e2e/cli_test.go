@@ -196,3 +196,32 @@ func TestRunCommandSignals(t *testing.T) {
 		t.Logf("second signal: exit 130 after %s", took)
 	})
 }
+
+// kforward as a kubectl plugin: a binary named kubectl-forward on PATH (here
+// a symlink, as the README says) makes `kubectl forward ...` run it, and
+// its help speaks of `kubectl forward`.
+func TestKubectlPlugin(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatal("kubectl is needed to run kforward as its plugin")
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(kforwardBinary(t), filepath.Join(dir, "kubectl-forward")); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	help := exec.Command(kubectl, "forward", "--help")
+	help.Env = env
+	out, err := help.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "\n  kubectl forward [command]\n") {
+		t.Errorf("kubectl forward --help (%v):\n%s", err, out)
+	}
+	nobody := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	status := exec.Command(kubectl, "forward", "status", "--addr", nobody)
+	status.Env = env
+	out, err = status.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || string(out) != "error: no kforward running at "+nobody+"\n" {
+		t.Errorf("kubectl forward status with nothing running: %v\n%s", err, out)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
@@ -34,6 +36,11 @@ it follows pods through restarts and rollouts, reconnects with backoff,
 detects dead tunnels and applies edits to the file while it runs.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	if filepath.Base(os.Args[0]) == "kubectl-forward" || filepath.Base(os.Args[0]) == "kubectl-forward.exe" {
+		// A kubectl plugin: `kubectl forward run` runs this binary under
+		// that name (a symlink, or krew's install), so help says so.
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl forward"}
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
