@@ -256,8 +256,9 @@ func echoOnce(addr, msg string) (string, error) {
 // keep-alive connections of client-go's shared transports, and the pods'
 // backends (their listeners and connections), which belong to the cluster
 // until their pod goes; kwok does not end a stream when the client
-// half-closes it. kforward serves no HTTP itself (yet: when it does, this
-// list must tell its server from the backends').
+// half-closes it. The forwards and runners these tests run in-process serve
+// no HTTP themselves: kforward's status endpoint runs only in the command,
+// which the tests run as a separate process.
 var notOurs = []goleak.Option{
 	goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 	goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
