@@ -106,8 +106,11 @@ func TestStatusEndpoint(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	began := time.Now()
 	k := startRun(t, file, "--status-addr", addr, "--ports-file", portsFile)
-	k.line(t)
-	k.line(t)
+	for range 2 { // plain mode: stdout is a pipe
+		if line := k.line(t); strings.ContainsRune(line, 0x1b) || !strings.Contains(line, " -> ") {
+			t.Errorf("summary line %q: want plain text, no escape codes", line)
+		}
+	}
 
 	waitFor(t, 30*time.Second, "/readyz 200", func() bool { code, _ := statusGet(t, addr, "/readyz"); return code == 200 })
 	var ports map[string]string
@@ -198,6 +201,9 @@ func TestStatusEndpoint(t *testing.T) {
 			!strings.HasPrefix(lines[1], "NAME") || !regexp.MustCompile(`^web\s+deploy/web:http\s+127\.0\.0\.1:`+ports["WEB_PORT"]+`\s+`+pod+`\s+active\s+\d+/5\s`).MatchString(lines[3]) {
 			t.Errorf("kforward status (exit %d):\n%s", code, table)
 		}
+		if strings.ContainsRune(k.stderr.String(), 0x1b) {
+			t.Error("escape codes in the log written to a pipe")
+		}
 		if strings.ContainsRune(table, 0x1b) {
 			t.Error("escape codes in the table printed to a pipe")
 		}
@@ -219,6 +225,15 @@ func TestStatusEndpoint(t *testing.T) {
 		_, errOut, code := kforwardStatus(t, nobody)
 		if code != 1 || errOut != "error: no kforward running at "+nobody+"\n" {
 			t.Errorf("kforward status with nothing running: exit %d, stderr %q", code, errOut)
+		}
+
+		// --watch: the live table of the running kforward, until Ctrl-C.
+		term := newTerminal(t, 160, 12, kforwardBinary(t), "status", "--addr", addr, "--watch", "-o", "wide")
+		term.waitScreen("the wide table", regexp.MustCompile(`(?m)^web\s+`+ns+`\s+-\s+deploy/web:http\s.*active`))
+		term.run("send-keys", "-t", "t", "C-c")
+		term.waitScreen("status --watch to exit", regexp.MustCompile(`Pane is dead`))
+		if st := strings.TrimSpace(term.run("display-message", "-p", "-t", "t", "#{pane_dead_status}")); st != "0" {
+			t.Errorf("status --watch: exit %s after Ctrl-C, want 0", st)
 		}
 	})
 
