@@ -49,3 +49,23 @@ demo: build
 
 demo-down:
 	$(GO) run ./e2e/cmd/devcluster down
+
+# Releases (.goreleaser.yaml). goreleaser is built from the Go module proxy
+# on first use (about 8 minutes on two cores) into the tools cache,
+# $$KFORWARD_TOOLS_CACHE or ~/.cache/kforward-tools, keyed by version.
+# internal/release's test reads the pinned version from this line.
+GORELEASER_VERSION ?= v2.16.0
+TOOLS_CACHE ?= $(or $(KFORWARD_TOOLS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kforward-tools)
+GORELEASER := $(TOOLS_CACHE)/goreleaser-$(GORELEASER_VERSION)/goreleaser
+
+$(GORELEASER):
+	GOBIN=$(dir $@) GOWORK=off $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+
+# Check .goreleaser.yaml (also a test in internal/release).
+release-check: $(GORELEASER)
+	$(GORELEASER) check
+
+# Build every release archive locally into bin/release/, publishing nothing.
+# Slow (six cross-builds), so not part of make test.
+release-snapshot: $(GORELEASER)
+	$(GORELEASER) release --snapshot --clean
