@@ -23,6 +23,8 @@ import (
 	"strings"
 	"unicode"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/kforward/kforward/config"
 )
 
@@ -143,6 +145,9 @@ func Remove(path string, data []byte, name string) ([]byte, error) {
 	d, err := parse(path, data)
 	if err != nil {
 		return nil, err
+	}
+	if d.seq != nil && d.seq.Kind == yaml.SequenceNode && d.seq.Style&yaml.FlowStyle != 0 {
+		return nil, fmt.Errorf("%s:%d:%d: forwards is written as a flow list [...]; write it one item per line (- service: ...) to remove from it", path, d.seq.Line, d.seq.Column)
 	}
 	names := d.names(data)
 	i := slices.Index(names, name)

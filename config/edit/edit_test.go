@@ -58,6 +58,7 @@ func TestAdd(t *testing.T) {
 		{"add-without-forwards-key", "nolist", Forward{Kind: config.StatefulSet, Target: "db", Ports: []string{"15432:5432"}}},
 		{"add-to-empty-list", "emptylist", Forward{Kind: config.ReplicaSet, Target: "web-7c9f", Ports: []string{"8080"}}},
 		{"add-crlf", "crlf", Forward{Kind: config.DaemonSet, Target: "node-exporter", Ports: []string{"9100"}}},
+		{"add-to-comments-only", "comments", Forward{Kind: config.Service, Target: "api", Ports: []string{"8080:http"}}},
 		{"add-quotes-what-needs-it", "one", Forward{Name: "yes", Kind: config.Pod, Target: "123", Ports: []string{"9000"}, Namespace: "null", Context: "arn:aws:eks:eu-west-1:1:cluster/dev # x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,6 +151,9 @@ func TestRefused(t *testing.T) {
 		}, false},
 		{"refused-flow-list", "", func([]byte) ([]byte, error) {
 			return Add("forwards.yaml", []byte("forwards: [{service: api, ports: [8080]}]\n"), Forward{Kind: config.Pod, Target: "a", Ports: []string{"80"}})
+		}, false},
+		{"refused-remove-from-flow-list", "", func([]byte) ([]byte, error) {
+			return Remove("forwards.yaml", []byte("forwards: [{service: api, ports: [8080]}, {pod: a, ports: [80]}]\n"), "pod/a")
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

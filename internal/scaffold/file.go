@@ -19,7 +19,8 @@ import (
 type generator struct {
 	opts       Options
 	sel        labels.Selector
-	perForward bool            // each forward names its namespace (not one in defaults:)
+	perForward bool            // each forward names its namespace
+	namespace1 string          // else the one namespace, in defaults:
 	names      map[string]bool // forward names taken
 	ports      map[int32]bool  // local ports taken
 	forwards   int
@@ -209,7 +210,7 @@ func (g *generator) file() []byte {
 		defaults = append(defaults, "  context: "+scalar(g.opts.Context)+"\n")
 	}
 	if !g.perForward {
-		defaults = append(defaults, "  namespace: "+scalar(g.opts.Namespaces[0])+"\n")
+		defaults = append(defaults, "  namespace: "+scalar(g.namespace1)+"\n")
 	}
 	if len(defaults) > 0 {
 		b.WriteString("defaults:\n" + strings.Join(defaults, "") + "\n")

@@ -64,7 +64,12 @@ func Generate(ctx context.Context, client kubernetes.Interface, opts Options) ([
 		return nil, err
 	}
 	g := &generator{opts: opts, sel: sel, names: map[string]bool{}, ports: map[int32]bool{}}
-	g.perForward = len(opts.Namespaces) != 1
+	// One namespace asked for goes in defaults:; otherwise each forward
+	// names its own.
+	g.perForward = len(opts.Namespaces) == 0 || len(cl.namespaces) != 1
+	if !g.perForward {
+		g.namespace1 = cl.namespaces[0]
+	}
 	for _, ns := range cl.namespaces {
 		g.namespace(ns, cl)
 	}

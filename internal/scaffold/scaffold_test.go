@@ -386,3 +386,16 @@ func schemaErrors(t *testing.T, schema *spec.Schema, data []byte) []error {
 	}
 	return validate.NewSchemaValidator(schema, nil, "", strfmt.Default).Validate(v).Errors
 }
+
+// One namespace, even named twice, is in defaults: and on no forward.
+func TestOneNamespaceGoesInDefaults(t *testing.T) {
+	for _, namespaces := range [][]string{{"demo"}, {"demo", "demo"}} {
+		got, err := Generate(context.Background(), fake.NewClientset(objects()...), Options{Namespaces: namespaces})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(got), "\ndefaults:\n  namespace: demo\n") || strings.Contains(string(got), "    namespace:") {
+			t.Errorf("-n %v: want namespace demo in defaults only:\n%s", namespaces, got)
+		}
+	}
+}
