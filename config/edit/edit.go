@@ -3,11 +3,13 @@
 //
 // The yaml.v3 node tree of the file says where things are: the forwards
 // list, each item, its indentation and the style of its ports. The edit is
-// then made to the file's own lines, so every byte outside the added or
-// removed item stays as it was: comments, blank lines, key order, quoting
-// and the alignment of trailing comments. (Encoding the edited node tree
-// again would keep the comments but drop blank lines, re-indent the file
-// and move trailing comments.)
+// then made to the file's own lines, so every other line keeps its bytes:
+// comments, blank lines, key order, quoting and the alignment of trailing
+// comments. (The only other changes: a removed item takes one blank line
+// with it where it stood between two, and a first item replaces a [] or ~
+// after forwards:.) Encoding the edited node tree again would keep the
+// comments but drop blank lines, re-indent the file and move trailing
+// comments.
 //
 // Add and Remove are pure: they take the file's bytes and return the new
 // bytes, which they have parsed and validated with config.ParseFile. When
@@ -137,8 +139,8 @@ func Add(path string, data []byte, f Forward) ([]byte, error) {
 // Remove returns data, the forwards file at path, without the forward
 // called name (config's name: its name: key, else KIND/TARGET such as
 // service/api). The comments above the forward and inside it go with it;
-// every other line stays. An unknown name is an error wrapping
-// ErrNoSuchForward that lists the names there are; a result that would be
+// every other line stays. An unknown name is an error that is
+// ErrNoSuchForward (errors.Is) and lists the names there are; a result that would be
 // invalid (say, no forwards left) is an *InvalidError. Errors come with no
 // bytes.
 func Remove(path string, data []byte, name string) ([]byte, error) {
@@ -172,9 +174,9 @@ func (f Forward) check() error {
 	if len(f.Ports) == 0 {
 		return errors.New("a forward needs at least one port")
 	}
-	for what, v := range map[string]string{"name": f.Name, string(f.Kind): f.Target, "namespace": f.Namespace, "context": f.Context} {
-		if strings.ContainsFunc(v, unicode.IsControl) {
-			return fmt.Errorf("invalid %s %q: no control characters", what, v)
+	for _, kv := range [][2]string{{"name", f.Name}, {string(f.Kind), f.Target}, {"namespace", f.Namespace}, {"context", f.Context}} {
+		if strings.ContainsFunc(kv[1], unicode.IsControl) {
+			return fmt.Errorf("invalid %s %q: no control characters", kv[0], kv[1])
 		}
 	}
 	if f.Target == "" {
