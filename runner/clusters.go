@@ -10,10 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/kube"
 )
 
 // clusters shares one API client per (kubeconfig, context) and one pod
@@ -116,20 +116,9 @@ func (c *clusters) env(ctx, watchCtx context.Context, spec config.Forward) (forw
 }
 
 func newClient(k clientKey) (*client, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = k.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context})
-	cfg, err := cc.ClientConfig()
+	c, err := kube.Connect(k.kubeconfig, k.context)
 	if err != nil {
 		return nil, err
 	}
-	ns, _, err := cc.Namespace()
-	if err != nil {
-		return nil, err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &client{config: cfg, client: cs, namespace: ns}, nil
+	return &client{config: c.Config, client: c.Client, namespace: c.Namespace}, nil
 }

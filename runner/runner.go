@@ -46,6 +46,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	forwards map[string]*running
+	said     map[string]bool // start errors logged since the last reload
 	started  time.Time
 	last     Reload    // the last reload, or the start
 	lastOK   time.Time // when the file was last applied
@@ -189,6 +190,7 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
 	var start []config.Forward
 	inFile := map[string]bool{}
 	r.mu.Lock()
+	r.said = nil // a new file: say every cause again
 	for _, s := range cfg.Forwards {
 		inFile[s.Name] = true
 		rf, ok := r.forwards[s.Name]
@@ -269,7 +271,11 @@ func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward
 		}
 		if err.Error() != said { // say it once, not at every retry
 			said = err.Error()
-			r.log.Error("cannot start forward; retrying", "forward", rf.spec.Name, "err", err)
+			if r.firstToSay(said) {
+				r.log.Error("cannot start forward; retrying", "forward", rf.spec.Name, "err", err)
+			} else { // the same cause (no kubeconfig, a cluster down) for many forwards: said once
+				r.log.Debug("cannot start forward; retrying", "forward", rf.spec.Name, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -277,6 +283,21 @@ func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward
 		case <-time.After(b.NextBackOff()):
 		}
 	}
+}
+
+// firstToSay reports whether no forward has logged msg as its start error
+// since the file was last applied.
+func (r *Runner) firstToSay(msg string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.said[msg] {
+		return false
+	}
+	if r.said == nil {
+		r.said = map[string]bool{}
+	}
+	r.said[msg] = true
+	return true
 }
 
 // shutdown stops every forward, giving open connections the grace period.

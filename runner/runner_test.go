@@ -365,6 +365,28 @@ func TestDeletedFileKeepsForwards(t *testing.T) {
 	}
 }
 
+// 1. A cause shared by many forwards (no kubeconfig, an unknown context)
+// is logged once, not once per forward; each forward's status still says it.
+func TestStartErrorSaidOnce(t *testing.T) {
+	var extra strings.Builder
+	for i, n := range []string{"b", "c", "d"} {
+		fmt.Fprintf(&extra, "  - name: %s\n    pod: %s\n    context: missing\n    ports: [\"%d:80\"]\n", n, n, 9100+i)
+	}
+	h := run(t, forwardsFile(map[string]int{"a": 9001}, extra.String()), 0)
+	h.waitFor("every start to fail", func() bool {
+		failed := 0
+		for _, s := range h.r.Statuses() {
+			if s.State == forward.Failed && s.LastError == `context "missing" does not exist` {
+				failed++
+			}
+		}
+		return failed == 3
+	})
+	if n := strings.Count(h.log.String(), `level=ERROR msg="cannot start forward; retrying"`); n != 1 {
+		t.Errorf("%d error lines for one cause shared by 3 forwards, want 1:\n%s", n, h.log.String())
+	}
+}
+
 // 2. A burst of writes is one reload, of the last content.
 func TestReloadDebounced(t *testing.T) {
 	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
