@@ -321,3 +321,56 @@ func TestConcurrentOpensKeepStreamOrder(t *testing.T) {
 		t.Fatalf("%d reconnects: %s", st.Reconnects, st.LastError)
 	}
 }
+
+// 4. A local client that resets its connection, whatever it did before,
+// releases its stream pair, its goroutines and its active count at once,
+// though the pod stays silent; and stopping the forward then does not wait
+// for it.
+func TestResetClientReleasedWhilePodSilent(t *testing.T) {
+	for _, tr := range transports {
+		for _, tc := range []struct {
+			name   string
+			before func(c *net.TCPConn)
+		}{
+			{"reset at once", func(c *net.TCPConn) {}},
+			{"reset after sending", func(c *net.TCPConn) { io.WriteString(c, "the pod reads this and says nothing") }},
+			{"reset after a half-close", func(c *net.TCPConn) {
+				io.WriteString(c, "all I had to say")
+				c.CloseWrite()
+			}},
+		} {
+			t.Run(string(tr)+"/"+tc.name, func(t *testing.T) {
+				k := newFakeKubelet(t)
+				pods := newFakePods(k.addPod("a", t0, map[string]int32{"silent": 7300}))
+				s := spec(":silent")
+				s.Transport = tr
+				f, stop := start(t, s, k.env(pods, &testLog{}))
+				waitState(t, f, Active)
+				c, err := net.Dial("tcp", f.Status().Addresses[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				tcp := c.(*net.TCPConn)
+				f.mu.Lock()
+				up := f.tun.up
+				f.mu.Unlock()
+				waitFor(t, 5*time.Second, "its stream pair", func() bool { return f.Status().Active == 1 && up.Streams() == 2 })
+				tc.before(tcp)
+				time.Sleep(50 * time.Millisecond) // what it sent reaches the forward first
+				tcp.SetLinger(0)
+				tcp.Close()
+				gone := time.Now()
+				waitFor(t, 2*time.Second, "the connection released", func() bool {
+					return f.Status().Active == 0 && up.Streams() == 0
+				})
+				t.Logf("released %s after the reset", time.Since(gone).Round(time.Millisecond))
+				if up.Err() != nil {
+					t.Fatalf("the tunnel died with the client: %v", up.Err())
+				}
+				if took := stop(); took > time.Second {
+					t.Fatalf("Run took %s to return after the client had gone", took)
+				}
+			})
+		}
+	}
+}

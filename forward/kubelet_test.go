@@ -77,7 +77,8 @@ func (k *fakeKubelet) env(pods Pods, log *testLog) Env {
 // addPod starts one backend per port: "echo" echoes, "http" answers any
 // request with the pod's name, "reply" reads to EOF, then answers how many
 // bytes it got and closes, "bytes" reads a decimal count N and a newline,
-// then sends N bytes (byte i is i%251) and closes. It returns the pod, Running and Ready.
+// then sends N bytes (byte i is i%251) and closes, "silent" reads and
+// never writes nor closes. It returns the pod, Running and Ready.
 func (k *fakeKubelet) addPod(name string, created time.Time, ports map[string]int32) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID(name + "-" + strconv.FormatInt(created.UnixNano(), 10)),
@@ -106,9 +107,11 @@ func (k *fakeKubelet) backend(pod, kind string) string {
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		conns []net.Conn
+		quit  = make(chan struct{})
 	)
 	k.t.Cleanup(func() {
 		ln.Close()
+		close(quit)
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
@@ -141,6 +144,9 @@ func (k *fakeKubelet) backend(pod, kind string) string {
 				case "reply":
 					n, _ := io.Copy(io.Discard, c)
 					fmt.Fprintf(c, "got %d bytes", n)
+				case "silent":
+					io.Copy(io.Discard, c)
+					<-quit // never writes, never closes: only the test's end ends it
 				case "bytes":
 					var n int64
 					if _, err := fmt.Fscanf(bufio.NewReader(c), "%d\n", &n); err == nil {

@@ -443,7 +443,8 @@ func (p *pair) unread() int {
 
 // upload carries the local client's data to the pod until it ends: its
 // half-close is passed on; a reset or any other error fails the pair at
-// once rather than when the pod next writes. The read buffer starts small
+// once rather than when the pod next writes, also a reset that comes after
+// the half-close (see awaitReset). The read buffer starts small
 // (a thousand idle connections cost little) and grows while the client
 // fills it (a bulk upload goes in large frames: fewer syscalls here, in
 // TLS and at the kubelet).
@@ -469,6 +470,11 @@ func (p *pair) upload() {
 			p.mu.Unlock()
 			if send {
 				p.c.w.data(p.dataID, true, buf[:dataHeaderLen])
+			}
+			if p.raw != nil {
+				if err := awaitReset(p.raw); err != nil {
+					p.abort(fmt.Errorf("read from client after its half-close: %w", err))
+				}
 			}
 			return
 		case err != nil:
