@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward/upstream"
+	"github.com/kforward/kforward/internal/netx"
 )
 
 // Env is what a forward needs from outside: a connection to the API server
@@ -170,7 +170,7 @@ func (f *Forward) listen(ctx context.Context) ([]listener, error) {
 				hostport := net.JoinHostPort(addr, fmt.Sprint(port))
 				ln, err := net.Listen("tcp", hostport)
 				if err != nil {
-					if errors.Is(err, syscall.EADDRINUSE) {
+					if netx.AddrInUse(err) {
 						errs = append(errs, hostport+" is already in use")
 					} else {
 						errs = append(errs, err.Error())
