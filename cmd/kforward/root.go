@@ -6,14 +6,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3";
-// otherwise the module version from the build info is used.
-var version = ""
+// Stamped by release builds: -ldflags "-X main.version=v1.2.3 -X
+// main.commit=... -X main.date=..." (.goreleaser.yaml). Otherwise the build
+// info says what it can.
+var version, commit, date string
 
 // Main runs the kforward command line and returns the process exit code.
 // Errors are printed once, to stderr, as "error: ...".
@@ -44,28 +46,63 @@ detects dead tunnels and applies edits to the file while it runs.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(), newStatusCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
+	root.AddCommand(newInitCmd(), newAddCmd(), newRemoveCmd(), newRunCmd(), newStatusCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the kforward version",
+		Short: "Print the version, commit, build date, and the Go and client-go versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), "kforward", versionString())
+			v := readVersion()
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "kforward %s\n  commit:    %s\n  built:     %s\n  go:        %s %s/%s\n  client-go: %s\n",
+				v.version, v.commit, v.date, runtime.Version(), runtime.GOOS, runtime.GOARCH, v.clientGo)
 			return err
 		},
 	}
 }
 
-func versionString() string {
-	if version != "" {
-		return version
+type versionInfo struct{ version, commit, date, clientGo string }
+
+// readVersion is what the release build stamped (-X main.version=...,
+// main.commit, main.date), else what the Go toolchain recorded: the
+// module version for `go install ...@vX`, the VCS revision and time for a
+// build from a checkout.
+func readVersion() versionInfo {
+	v := versionInfo{version: version, commit: commit, date: date, clientGo: "unknown"}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return fill(v)
 	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		return info.Main.Version
+	if v.version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		v.version = info.Main.Version
 	}
-	return "(devel)"
+	for _, s := range info.Settings {
+		switch {
+		case s.Key == "vcs.revision" && v.commit == "":
+			v.commit = s.Value
+		case s.Key == "vcs.time" && v.date == "":
+			v.date = s.Value
+		}
+	}
+	for _, d := range info.Deps {
+		if d.Path == "k8s.io/client-go" {
+			v.clientGo = d.Version
+		}
+	}
+	return fill(v)
+}
+
+func fill(v versionInfo) versionInfo {
+	for _, f := range []*string{&v.version, &v.commit, &v.date} {
+		if *f == "" {
+			*f = "unknown"
+		}
+	}
+	if v.version == "unknown" {
+		v.version = "(devel)"
+	}
+	return v
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -130,6 +132,9 @@ every forward is active) and POST /-/reload.`,
 			err = r.Run(ctx)
 			endAux()
 			wg.Wait()
+			if errors.Is(err, fs.ErrNotExist) {
+				return noFile(file)
+			}
 			if errs := config.Errors(err); len(errs) > 0 {
 				for _, e := range errs {
 					fmt.Fprintln(cmd.ErrOrStderr(), e)
@@ -148,6 +153,16 @@ every forward is active) and POST /-/reload.`,
 	cmd.Flags().BoolVar(&noTUI, "no-tui", false, "no live table even on a terminal: summary lines and log records only")
 	cmd.Flags().StringVar(&portsFile, "ports-file", "", "keep this file holding every forward's bound ports as NAME_PORT=N lines (for `source`); removed on exit")
 	return cmd
+}
+
+// noFile is the error for a forwards file that is not there: say how to
+// get one.
+func noFile(file string) error {
+	if file == "forwards.yaml" {
+		dir, _ := os.Getwd()
+		return fmt.Errorf("there is no forwards.yaml here (%s); kforward init writes one from the Services in your cluster, or give another file with -f", dir)
+	}
+	return fmt.Errorf("there is no forwards file at %s; kforward init -f %s writes one from the Services in your cluster", file, file)
 }
 
 // isTerminal reports whether w is a terminal.

@@ -114,7 +114,7 @@ func explain(err error, rules *clientcmd.ClientConfigLoadingRules, kubeContext s
 			return fmt.Errorf("the kubeconfig (%s) has no current context; name one with context: in the forwards file (it has: %s)", files(rules), strings.Join(contextNames(raw), ", "))
 		}
 	}
-	if clientcmd.IsEmptyConfig(err) {
+	if clientcmd.IsEmptyConfig(err) || (raw != nil && len(raw.Contexts) == 0 && len(raw.Clusters) == 0) {
 		if rules.ExplicitPath != "" {
 			return fmt.Errorf("kubeconfig %s (the forwards file's kubeconfig:) has no clusters", rules.ExplicitPath)
 		}

@@ -3,6 +3,7 @@ package kube
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -55,6 +56,11 @@ func TestConnectErrors(t *testing.T) {
 		" (no such file); set KUBECONFIG, write ~/.kube/config, or name one with kubeconfig: in the forwards file"
 	if err == nil || err.Error() != want {
 		t.Errorf("no kubeconfig:\n got %v\nwant %s", err, want)
+	}
+
+	_, err = Connect("", "staging")
+	if err == nil || !strings.HasPrefix(err.Error(), "no kubeconfig: tried $KUBECONFIG (not set)") {
+		t.Errorf("no kubeconfig, a context named: %v", err)
 	}
 
 	empty := writeKubeconfig(t, "")
