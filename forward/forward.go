@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +26,6 @@ import (
 
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward/upstream"
-	"github.com/kforward/kforward/internal/netx"
 )
 
 // Env is what a forward needs from outside: a connection to the API server
@@ -46,6 +44,9 @@ type Forward struct {
 	env  Env
 	log  *slog.Logger
 	c    counters
+	// listenTCP is net.Listen; tests bind through it to occupy ports
+	// in an order they choose.
+	listenTCP func(network, address string) (net.Listener, error)
 
 	mu         sync.Mutex
 	state      State
@@ -76,7 +77,7 @@ func New(spec config.Forward, env Env) *Forward {
 	return &Forward{
 		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
-		log: log.With("forward", spec.Name),
+		log: log.With("forward", spec.Name), listenTCP: net.Listen,
 	}
 }
 
@@ -130,17 +131,6 @@ func (f *Forward) Run(ctx context.Context) error {
 	return nil
 }
 
-type listener struct {
-	ln   net.Listener
-	port config.Port
-}
-
-func closeAll(lns []listener) {
-	for _, l := range lns {
-		l.ln.Close()
-	}
-}
-
 // StopAccepting closes the forward's listeners; open connections carry on
 // until Run's context ends. A graceful shutdown calls it first.
 func (f *Forward) StopAccepting() {
@@ -148,65 +138,6 @@ func (f *Forward) StopAccepting() {
 	defer f.mu.Unlock()
 	f.draining = true
 	closeAll(f.lns)
-}
-
-// listen binds every address × port. A port that cannot be bound fails the
-// forward (shown in its status) and is retried with backoff; it is never
-// moved to another port. A free port (0) is chosen once, on the first
-// address, and reused for the others.
-func (f *Forward) listen(ctx context.Context) ([]listener, error) {
-	b := f.newBackoff()
-	var lns []listener
-	chosen := map[int]int{} // index of port → local port chosen for it
-	for {
-		var errs []string
-		lns = lns[:0:0]
-		for i, p := range f.spec.Ports {
-			for _, addr := range f.spec.Addresses {
-				port := p.Local
-				if port == 0 {
-					port = chosen[i]
-				}
-				hostport := net.JoinHostPort(addr, fmt.Sprint(port))
-				ln, err := net.Listen("tcp", hostport)
-				if err != nil {
-					if netx.AddrInUse(err) {
-						errs = append(errs, hostport+" is already in use")
-					} else {
-						errs = append(errs, err.Error())
-					}
-					continue
-				}
-				if chosen[i] == 0 {
-					chosen[i] = ln.Addr().(*net.TCPAddr).Port
-				}
-				lns = append(lns, listener{ln, p})
-			}
-		}
-		if len(errs) == 0 {
-			f.mu.Lock()
-			f.addrs = nil
-			for _, l := range lns {
-				f.addrs = append(f.addrs, l.ln.Addr().String())
-			}
-			f.chosen = make([]int, len(f.spec.Ports))
-			for i := range f.chosen {
-				f.chosen[i] = chosen[i]
-			}
-			f.mu.Unlock()
-			return lns, nil
-		}
-		for _, l := range lns {
-			l.ln.Close()
-		}
-		err := errors.New(strings.Join(errs, "; "))
-		f.fail(Failed, err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(f.retryIn(b.NextBackOff())):
-		}
-	}
 }
 
 // retryIn records when the next attempt is due, for the status, and returns d.

@@ -70,6 +70,12 @@ func spec(ports ...string) config.Forward {
 func start(t *testing.T, s config.Forward, env Env) (f *Forward, stop func() time.Duration) {
 	t.Helper()
 	f = New(s, env)
+	return f, run(t, f)
+}
+
+// run runs f until the test ends, like start.
+func run(t *testing.T, f *Forward) (stop func() time.Duration) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -92,7 +98,7 @@ func start(t *testing.T, s config.Forward, env Env) (f *Forward, stop func() tim
 		return took
 	}
 	t.Cleanup(func() { stop() })
-	return f, stop
+	return stop
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
