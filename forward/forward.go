@@ -272,7 +272,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			return true
 		}
 	}
-	current := ""
+	var current types.UID        // the last tunnel's pod, by UID: a name can come back
 	gone := map[types.UID]bool{} // pods the API server answered 404 for
 	var retired []*tunnel        // still carrying connections to a pod no longer chosen
 	defer func() {
@@ -310,7 +310,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			}
 			continue
 		}
-		current = pod.Name
+		current = pod.UID
 		f.setTunnel(t)
 		f.mu.Lock()
 		f.state, f.transport = Active, t.up.Protocol()
@@ -365,7 +365,7 @@ func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) b
 }
 
 // waitPod blocks until a usable pod that is not gone exists and returns it.
-func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current string, gone map[types.UID]bool, changed func([]*corev1.Pod)) *corev1.Pod {
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current types.UID, gone map[types.UID]bool, changed func([]*corev1.Pod)) *corev1.Pod {
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
@@ -430,7 +430,9 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
 		changed(list)
-		if p := pick(list, tgt.podName, t.pod.Name); p == nil || p.Name != t.pod.Name {
+		// A pod recreated under the same name (a StatefulSet's, or a pod
+		// target's) is another pod: its UID tells.
+		if p := pick(list, tgt.podName, t.pod.UID); p == nil || p.UID != t.pod.UID {
 			return nil
 		}
 		select {

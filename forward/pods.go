@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -87,17 +88,17 @@ func usable(p *corev1.Pod) bool {
 	return false
 }
 
-// pick chooses the pod for new connections: the current one while it is
-// usable and not replaced by a rollout, else the newest usable one. A
+// pick chooses the pod for new connections: the current one (by UID)
+// while it is usable and not replaced by a rollout, else the newest usable one. A
 // rollout shows as a usable pod of another revision created after the
 // current pod: new connections move to it as soon as it is Ready, before
 // the old pod is taken down.
-func pick(pods []*corev1.Pod, name string, current string) *corev1.Pod {
+func pick(pods []*corev1.Pod, name string, current types.UID) *corev1.Pod {
 	var ok []*corev1.Pod
 	var cur *corev1.Pod
 	for _, p := range pods {
 		if usable(p) && (name == "" || p.Name == name) {
-			if p.Name == current {
+			if p.UID == current {
 				cur = p
 			}
 			ok = append(ok, p)

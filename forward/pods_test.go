@@ -6,12 +6,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func TestPick(t *testing.T) {
 	pod := func(name, rev string, age int, ready bool) *corev1.Pod {
 		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod-template-hash": rev},
+			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name), Labels: map[string]string{"pod-template-hash": rev},
 				CreationTimestamp: metav1.NewTime(t0.Add(-time.Duration(age) * time.Minute))},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 		}
@@ -26,7 +27,7 @@ func TestPick(t *testing.T) {
 		name    string
 		pods    []*corev1.Pod
 		only    string // a pod target's name
-		current string
+		current string // its UID
 		want    string
 	}{
 		{"newest usable pod first", []*corev1.Pod{pod("old", "v1", 9, true), pod("new", "v1", 1, true)}, "", "", "new"},
@@ -41,7 +42,7 @@ func TestPick(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := ""
-			if p := pick(tc.pods, tc.only, tc.current); p != nil {
+			if p := pick(tc.pods, tc.only, types.UID(tc.current)); p != nil {
 				got = p.Name
 			}
 			if got != tc.want {
