@@ -1,5 +1,5 @@
 // Package forward runs one supervised port-forward: it binds its local
-// listeners once, follows the target's ready pods, keeps one upgraded
+// listeners once, follows the target's pods (Ready ones first), keeps one upgraded
 // connection (package upstream, which carries every local connection over
 // its own stream pair) to the chosen pod, pings it every health interval
 // and redials with backoff.
@@ -56,6 +56,8 @@ type Forward struct {
 	chosen     []int // local port per mapping, once bound
 	tun        *tunnel
 	tunChanged chan struct{} // closed when tun changes
+	podReady   bool          // tun's pod is Ready
+	warnedPod  types.UID     // the pod not Ready that the fallback warning named last
 	reconnects int
 	lastErr    string
 	lastErrAt  time.Time
@@ -315,7 +317,8 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		f.mu.Lock()
 		f.state, f.transport = Active, t.up.Protocol()
 		f.mu.Unlock()
-		f.log.Info("connected", "pod", pod.Name, "transport", string(t.up.Protocol()))
+		f.log.Info("connected", "pod", pod.Name, "ready", ready(pod), "transport", string(t.up.Protocol()))
+		f.notePod(pod, tgt)
 		up := time.Now()
 		reason := f.hold(ctx, t, pods, tgt, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
@@ -432,9 +435,11 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		changed(list)
 		// A pod recreated under the same name (a StatefulSet's, or a pod
 		// target's) is another pod: its UID tells.
-		if p := pick(list, tgt.podName, t.pod.UID); p == nil || p.UID != t.pod.UID {
+		p := pick(list, tgt.podName, t.pod.UID)
+		if p == nil || p.UID != t.pod.UID {
 			return nil
 		}
+		f.notePod(p, tgt)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -457,6 +462,27 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 			f.health.observe(rtt)
 			f.mu.Unlock()
 		}
+	}
+}
+
+// notePod records whether the pod in use is Ready, for the status, and
+// when it is not, says once (until it is Ready again) that it is used only
+// because the target has no Ready pod. A pod target needs no excuse: it is
+// used Ready or not, as kubectl does.
+func (f *Forward) notePod(p *corev1.Pod, tgt target) {
+	r := ready(p)
+	f.mu.Lock()
+	f.podReady = r
+	warn := !r && tgt.podName == "" && f.warnedPod != p.UID
+	switch {
+	case r:
+		f.warnedPod = ""
+	case warn:
+		f.warnedPod = p.UID
+	}
+	f.mu.Unlock()
+	if warn {
+		f.log.Warn("no ready pod; using running pod "+p.Name+", not ready", "pod", p.Name)
 	}
 }
 

@@ -683,7 +683,7 @@ func TestStatus(t *testing.T) {
 	port := st.Ports[0].Local
 	want := Status{Name: "web", Target: "selector/app=web", Namespace: "ns", State: Active,
 		Ports:     []PortStatus{{Local: port, Remote: "echo"}},
-		Addresses: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Pod: "a", Transport: config.WebSocket,
+		Addresses: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Pod: "a", PodReady: true, Transport: config.WebSocket,
 		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT, HealthChecks: st.HealthChecks,
 		DialSeconds: st.DialSeconds, HealthSeconds: st.HealthSeconds}
 	if st.HealthChecks < 1 {

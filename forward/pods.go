@@ -74,10 +74,15 @@ func (w *PodWatch) Changed() <-chan struct{} {
 	return w.changed
 }
 
-// usable reports whether new connections may go to the pod: Running, Ready
-// and not being deleted.
-func usable(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+// running reports whether a pod can take connections at all: Running and
+// not being deleted.
+func running(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
+}
+
+// ready reports whether a pod is running and Ready.
+func ready(p *corev1.Pod) bool {
+	if !running(p) {
 		return false
 	}
 	for _, c := range p.Status.Conditions {
@@ -88,24 +93,30 @@ func usable(p *corev1.Pod) bool {
 	return false
 }
 
-// pick chooses the pod for new connections: the current one (by UID)
-// while it is usable and not replaced by a rollout, else the newest usable one. A
-// rollout shows as a usable pod of another revision created after the
-// current pod: new connections move to it as soon as it is Ready, before
-// the old pod is taken down.
+// pick chooses the pod for new connections, nil if there is none.
+//
+// A pod target takes its pod once it is running, Ready or not, as kubectl
+// does: forwarding to a pod that is not Ready is how people debug it. Other
+// targets take a Ready pod, and only while none is Ready a running one (the
+// caller says so).
+//
+// Among those it keeps the current one (by UID) unless a rollout replaced
+// it, else takes the newest. A rollout shows as a pod of another revision
+// created after the current pod: new connections move to it as soon as it
+// is Ready, before the old pod is taken down.
 func pick(pods []*corev1.Pod, name string, current types.UID) *corev1.Pod {
-	var ok []*corev1.Pod
-	var cur *corev1.Pod
-	for _, p := range pods {
-		if usable(p) && (name == "" || p.Name == name) {
-			if p.UID == current {
-				cur = p
-			}
-			ok = append(ok, p)
-		}
+	ok := candidates(pods, name, ready)
+	if name != "" || len(ok) == 0 {
+		ok = candidates(pods, name, running)
 	}
 	if len(ok) == 0 {
 		return nil
+	}
+	var cur *corev1.Pod
+	for _, p := range ok {
+		if p.UID == current {
+			cur = p
+		}
 	}
 	newest := slices.MinFunc(ok, func(a, b *corev1.Pod) int {
 		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
@@ -117,6 +128,17 @@ func pick(pods []*corev1.Pod, name string, current types.UID) *corev1.Pod {
 		return cur
 	}
 	return newest
+}
+
+// candidates are the pods that pass ok, and for a pod target have its name.
+func candidates(pods []*corev1.Pod, name string, ok func(*corev1.Pod) bool) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range pods {
+		if ok(p) && (name == "" || p.Name == name) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // revision is the pod's controller revision: a Deployment's pod template

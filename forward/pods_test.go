@@ -23,6 +23,8 @@ func TestPick(t *testing.T) {
 	}
 	terminating := pod("term", "v2", 0, true)
 	terminating.DeletionTimestamp = &metav1.Time{Time: t0}
+	pending := pod("pending", "v1", 0, false)
+	pending.Status.Phase = corev1.PodPending
 	for _, tc := range []struct {
 		name    string
 		pods    []*corev1.Pod
@@ -38,7 +40,14 @@ func TestPick(t *testing.T) {
 		{"moves when the current pod is unready", []*corev1.Pod{pod("a", "v1", 9, false), pod("b", "v1", 5, true)}, "", "a", "b"},
 		{"never a terminating pod", []*corev1.Pod{terminating, pod("b", "v1", 5, true)}, "", "", "b"},
 		{"a pod target takes only its pod", []*corev1.Pod{pod("a", "v1", 9, true), pod("b", "v1", 1, true)}, "a", "", "a"},
-		{"none usable", []*corev1.Pod{pod("a", "v1", 9, false)}, "", "", ""},
+		{"a pod target takes its pod running, not ready", []*corev1.Pod{pod("a", "v1", 9, false), pod("b", "v1", 1, true)}, "a", "", "a"},
+		{"a pod target never takes its pod before it runs", []*corev1.Pod{pending}, "pending", "", ""},
+		{"a pod target never takes its pod terminating", []*corev1.Pod{terminating}, "term", "", ""},
+		{"a ready pod before a newer one not ready", []*corev1.Pod{pod("old", "v1", 9, true), pod("new", "v1", 1, false)}, "", "", "old"},
+		{"no ready pod: the newest running one", []*corev1.Pod{pod("a", "v1", 9, false), pod("b", "v1", 5, false), pending}, "", "", "b"},
+		{"no ready pod: sticks to the current running one", []*corev1.Pod{pod("a", "v1", 9, false), pod("b", "v1", 5, false)}, "", "a", "a"},
+		{"a ready pod replaces the running one used for want of it", []*corev1.Pod{pod("a", "v1", 1, false), pod("b", "v1", 9, true)}, "", "a", "b"},
+		{"never a pod that does not run", []*corev1.Pod{pending, terminating}, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := ""

@@ -33,6 +33,7 @@ type Status struct {
 	Ports     []PortStatus     `json:"ports"`     // one per mapping in the file, in its order
 	Addresses []string         `json:"addresses"` // bound local addresses, with the chosen ports
 	Pod       string           `json:"pod,omitempty"`
+	PodReady  bool             `json:"podReady"`            // false: a pod target's pod not Ready, or no Ready pod and a Running one used
 	Transport config.Transport `json:"transport,omitempty"` // the one in use once connected
 	RetryAt   time.Time        `json:"retryAt,omitzero"`    // reconnecting or waiting: the next attempt
 
@@ -47,7 +48,7 @@ type Status struct {
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 
 	HealthRTT    time.Duration `json:"healthRTTNanoseconds,omitempty"` // last health-check round trip
-	HealthChecks int64         `json:"healthChecks"`                    // health checks passed
+	HealthChecks int64         `json:"healthChecks"`                   // health checks passed
 
 	DialSeconds   Histogram `json:"dialSeconds"`   // how long upgrading a connection to a pod took
 	HealthSeconds Histogram `json:"healthSeconds"` // health-check round trips
@@ -108,7 +109,7 @@ func (f *Forward) Status() Status {
 		s.ConnErrors = maps.Clone(f.connErrs)
 	}
 	if f.tun != nil {
-		s.Pod = f.tun.pod.Name
+		s.Pod, s.PodReady = f.tun.pod.Name, f.podReady
 	}
 	return s
 }
