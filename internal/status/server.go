@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/netx"
 	"github.com/kforward/kforward/runner"
 )
 
@@ -153,7 +153,7 @@ func isLoopback(host string) bool {
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
+		if netx.AddrInUse(err) {
 			log.Warn("status endpoint not served: the address is already in use (another kforward?); choose one with --status-addr", "addr", addr)
 		} else {
 			log.Warn("status endpoint not served", "addr", addr, "err", err)
