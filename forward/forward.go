@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -373,6 +374,7 @@ func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current ty
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
 		changed(list)
+		forgetGone(gone, list)
 		list = slices.DeleteFunc(list, func(p *corev1.Pod) bool { return gone[p.UID] })
 		if p := pick(list, tgt.podName, current); p != nil {
 			return p
@@ -386,6 +388,15 @@ func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current ty
 			return nil
 		}
 	}
+}
+
+// forgetGone drops from gone the pods the watch no longer lists: gone only
+// bridges the time until the watch tells of a deletion, and would
+// otherwise grow with every pod that ever vanished under the forward.
+func forgetGone(gone map[types.UID]bool, list []*corev1.Pod) {
+	maps.DeleteFunc(gone, func(uid types.UID, _ bool) bool {
+		return !slices.ContainsFunc(list, func(p *corev1.Pod) bool { return p.UID == uid })
+	})
 }
 
 func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tunnel, error) {

@@ -46,6 +46,9 @@ func WatchPods(ctx context.Context, client kubernetes.Interface, namespace strin
 	}); err != nil {
 		return nil, err
 	}
+	if err := inf.Informer().SetTransform(trimPod); err != nil {
+		return nil, err
+	}
 	lister := inf.Lister().Pods(namespace)
 	w.lister = lister.List
 	factory.Start(ctx.Done())
@@ -54,6 +57,44 @@ func WatchPods(ctx context.Context, client kubernetes.Interface, namespace strin
 		return nil, fmt.Errorf("watch pods in %s: %w", namespace, context.Cause(ctx))
 	}
 	return w, nil
+}
+
+// trimPod keeps of a pod what forwards use, for the watch's cache, which
+// holds every pod of the namespace for as long as a forward runs there:
+// names, UID, labels (selectors and revision), creation and deletion
+// times, phase, the Ready condition and container ports (named remote
+// ports). Managed fields, annotations, the rest of the spec and of the
+// status are most of a pod's size and go. Other objects pass unchanged,
+// and a trimmed pod trims to itself.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	t := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			t.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+			break
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		if len(c.Ports) == 0 {
+			continue
+		}
+		ports := make([]corev1.ContainerPort, len(c.Ports))
+		for i, cp := range c.Ports {
+			ports[i] = corev1.ContainerPort{Name: cp.Name, ContainerPort: cp.ContainerPort, Protocol: cp.Protocol}
+		}
+		t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: c.Name, Ports: ports})
+	}
+	return t, nil
 }
 
 func (w *PodWatch) notify() {
