@@ -454,9 +454,11 @@ func TestErrorIsolation(t *testing.T) {
 	waitFor(t, 2*time.Second, "the log line", func() bool {
 		return strings.Contains(log.String(), "connection refused")
 	})
-	line := log.String()[strings.Index(log.String(), "connection refused")-300:]
-	if !strings.Contains(line, "forward=web") {
-		t.Fatalf("log line does not name the forward: %s", line)
+	line := lineWith(log.String(), "connection refused")
+	for _, want := range []string{"level=WARN", `msg="connection closed with error"`, "forward=web", "client=" + bad.LocalAddr().String(), "pod=a", "port=7999"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %q does not say %q", line, want)
+		}
 	}
 	if err := echo(good, "two"); err != nil {
 		t.Fatalf("other connection broke: %v", err)
