@@ -83,14 +83,14 @@ func (f *Forward) bind() ([]listener, []int, []skippedAddr, error) {
 	)
 	for _, p := range f.spec.Ports {
 		var (
-			got    []listener
-			port   int
-			failed map[string]error
-			perrs  []string
+			got   []listener
+			port  int
+			left  map[string]error
+			perrs []string
 		)
 		for range freePortTries {
 			var taken bool
-			got, port, failed, perrs, taken = f.bindPort(p)
+			got, port, left, perrs, taken = f.bindPort(p)
 			if !taken {
 				break
 			}
@@ -99,7 +99,7 @@ func (f *Forward) bind() ([]listener, []int, []skippedAddr, error) {
 		chosen = append(chosen, port)
 		errs = append(errs, perrs...)
 		for _, addr := range f.spec.Addresses {
-			if err, ok := failed[addr]; ok && !slices.ContainsFunc(skipped, func(s skippedAddr) bool { return s.addr == addr }) {
+			if err, ok := left[addr]; ok && !slices.ContainsFunc(skipped, func(s skippedAddr) bool { return s.addr == addr }) {
 				skipped = append(skipped, skippedAddr{addr, err})
 			}
 		}
