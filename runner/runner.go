@@ -43,6 +43,7 @@ type Runner struct {
 	start func(ctx, runCtx context.Context, spec config.Forward) (Forward, error)
 
 	requests chan chan<- Reload // Reload's requests to the file watch
+	loaded   chan struct{}      // closed once the file is loaded and its forwards started
 
 	mu       sync.Mutex
 	forwards map[string]*running
@@ -78,7 +79,7 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}, requests: make(chan chan<- Reload)}
+	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -117,6 +118,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	c := r.apply(life, cfg)
 	r.record(Reload{Trigger: TriggerStart, Successful: true, Changes: c})
 	r.printSummary(ctx)
+	close(r.loaded)
 	err = f.run(ctx, r.opts.Reload, r.requests, r.log, func(cfg *config.Config, err error, trigger string) Reload {
 		res := Reload{Trigger: trigger}
 		switch {
@@ -141,6 +143,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.shutdown()
 	return err
 }
+
+// Loaded returns a channel closed once Run has loaded the file and started
+// its forwards; never, if the file could not be loaded.
+func (r *Runner) Loaded() <-chan struct{} { return r.loaded }
 
 // Reload reads the file again now, even if it did not change, and returns
 // what came of it. It fails only when the runner is not running.

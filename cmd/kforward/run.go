@@ -112,6 +112,11 @@ every forward is active) and POST /-/reload.`,
 			if live != nil {
 				wg.Go(func() {
 					defer close(viewDone)
+					select {
+					case <-r.Loaded(): // not before: a file that cannot be loaded is only an error
+					case <-aux.Done():
+						return
+					}
 					err := live.Run(aux)
 					if aux.Err() == nil { // the terminal went away (closed window, lost ssh)
 						log.Warn("the terminal is gone; stopping", "err", err)
