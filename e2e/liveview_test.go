@@ -22,7 +22,7 @@ type terminal struct {
 	t    *testing.T
 	tmux string
 	sock string
-	pid  int // the command's
+	pid  int // the command's (its shell's child)
 }
 
 func newTerminal(t *testing.T, width, height int, command ...string) *terminal {
@@ -36,12 +36,16 @@ func newTerminal(t *testing.T, width, height int, command ...string) *terminal {
 	for i, arg := range command {
 		quoted[i] = "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
 	}
+	// sh waits for the command and prints its exit status: tmux itself
+	// does not always collect it.
+	script := `"$@"; echo "[exit $?]"`
 	term.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", strconv.Itoa(width), "-y", strconv.Itoa(height),
-		"-e", "TERM=xterm-256color", strings.Join(quoted, " "), ";", "set-option", "-t", "t", "remain-on-exit", "on")
-	term.pid, err = strconv.Atoi(strings.TrimSpace(term.run("display-message", "-p", "-t", "t", "#{pane_pid}")))
+		"-e", "TERM=xterm-256color", "sh -c '"+script+"' sh "+strings.Join(quoted, " "), ";", "set-option", "-t", "t", "remain-on-exit", "on")
+	sh, err := strconv.Atoi(strings.TrimSpace(term.run("display-message", "-p", "-t", "t", "#{pane_pid}")))
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 5*time.Second, "the command to start", func() bool { term.pid = childOf(sh); return term.pid != 0 })
 	t.Cleanup(func() {
 		syscall.Kill(term.pid, syscall.SIGKILL)
 		term.run("kill-server")
@@ -56,6 +60,47 @@ func (term *terminal) run(args ...string) string {
 		term.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// exited waits for the command to exit and returns its exit status, or
+// "signal" when a signal ended it (and the shell with it).
+func (term *terminal) exited() string {
+	term.t.Helper()
+	status := regexp.MustCompile(`\[exit (\d+)\]`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := status.FindStringSubmatch(term.screen()); m != nil {
+			return m[1]
+		}
+		if strings.TrimSpace(term.run("display-message", "-p", "-t", "t", "#{pane_dead}")) == "1" {
+			if m := status.FindStringSubmatch(term.screen()); m != nil { // printed just before
+				return m[1]
+			}
+			return "signal"
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("still running 30s later; the screen:\n%s", term.screen())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// childOf returns the pid of a child of process ppid, or 0.
+func childOf(ppid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(ppid) {
+			pid, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(filepath.Dir(path)), "/"))
+			return pid
+		}
+	}
+	return 0
 }
 
 // screen is what the terminal shows now.
@@ -123,8 +168,7 @@ func TestLiveView(t *testing.T) {
 	t.Logf("rollout: %s -> %s", pod, newPod)
 
 	term.run("send-keys", "-t", "t", "C-c")
-	term.waitScreen("the process to exit", regexp.MustCompile(`Pane is dead`))
-	if st := strings.TrimSpace(term.run("display-message", "-p", "-t", "t", "#{pane_dead_status}")); st != "0" {
+	if st := term.exited(); st != "0" {
 		t.Errorf("exit status %s after Ctrl-C, want 0", st)
 	}
 	final := term.screen()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/charmbracelet/colorprofile"
@@ -83,7 +85,9 @@ Exits 1 when nothing answers.`,
 
 // watchStatus shows the live view of the kforward at addr until Ctrl-C.
 func watchStatus(ctx context.Context, out io.Writer, in io.Reader, addr string, wide bool) error {
-	ctx, cancel := context.WithCancel(ctx)
+	// Ctrl-C is a key while the view has the terminal in raw mode, and a
+	// signal before that (and from kill): both end the watch the same way.
+	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	live := view.NewLive(out, terminalOrNil(in), func() (runner.Snapshot, error) {
 		return status.Fetch(context.WithoutCancel(ctx), addr) // the final frame is fetched after Ctrl-C
