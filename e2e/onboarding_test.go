@@ -90,7 +90,10 @@ func golden(t *testing.T, name, ns, got string) {
 func TestInit(t *testing.T) {
 	c := needCluster(t)
 	ns := onboardingNamespace(t)
-	empty := namespace(t, c)
+	empty := ns + "-none" // sorts after ns, so the file's order is fixed
+	if _, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: empty}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	env := []string{"KUBECONFIG=" + c.Kubeconfig}
 

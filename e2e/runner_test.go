@@ -168,7 +168,7 @@ func TestRunnerStartIsolatesFailures(t *testing.T) {
 		t.Fatalf("answered by %q", pod)
 	}
 	for name, reason := range map[string]string{
-		"no-context":   `context "nope" does not exist`,
+		"no-context":   `context "nope" is not in the kubeconfig (`,
 		"denied":       "forbidden",
 		"busy":         fmt.Sprintf("127.0.0.1:%d is already in use", busyPort),
 		"no-namespace": fmt.Sprintf("namespace %s-later does not exist", ns),
