@@ -59,6 +59,7 @@ const BudgetFactor = 8
 type Conn struct {
 	protocol config.Transport
 	raw      net.Conn // the TCP connection beneath: closing it does not wait for the peer
+	goodbye  func(deadline time.Time) // the transport's last words on Close (a WebSocket close frame); may be nil
 	w        *writer
 	limit    int // unread bytes per pair
 	budget   int64
@@ -75,6 +76,7 @@ type Conn struct {
 
 	dead     chan struct{} // closed by Close
 	deadOnce sync.Once
+	closing  atomic.Pointer[error] // Close's reason, once it has begun saying goodbye
 	err      error         // why it died; set before dead is closed
 	goAway   chan struct{} // closed on the server's GOAWAY
 	awayOnce sync.Once
@@ -125,12 +127,31 @@ func (c *Conn) Err() error {
 	}
 }
 
-// Close kills the connection for err: it closes the TCP connection, which
-// never blocks however dead the peer is, and waits until every goroutine
-// of the connection has ended, which they do at once. Every local
-// connection still carried ends with err. (A GOAWAY to a possibly dead
-// peer would only delay this.)
+// goodbyeTimeout bounds how long Close waits to say goodbye to a peer
+// (the write in progress, then the close frame): a dead one does not
+// delay closing by more.
+const goodbyeTimeout = 250 * time.Millisecond
+
+// Close ends the connection for err: it says goodbye as the transport
+// does (a WebSocket close frame: without it the API server logs the end
+// of every tunnel as an error), for at most goodbyeTimeout, then closes
+// the TCP connection, which never blocks however dead the peer is, and
+// waits until every goroutine of the connection has ended, which they do
+// at once. Every local connection still carried ends with err.
 func (c *Conn) Close(err error) {
+	if c.Err() == nil && c.goodbye != nil {
+		c.closing.Store(&err) // the reader sees the server's answer, but the reason is ours
+		deadline := time.Now().Add(goodbyeTimeout)
+		c.w.finish(err, deadline, c.goodbye)
+		// The server answers with its own close frame and the reader ends:
+		// closing before that leaves the server writing to a closed socket.
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-c.served:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
 	c.kill(err)
 	<-c.served
 	c.mu.Lock()
@@ -141,6 +162,9 @@ func (c *Conn) Close(err error) {
 
 func (c *Conn) kill(err error) {
 	c.deadOnce.Do(func() {
+		if reason := c.closing.Load(); reason != nil {
+			err = *reason
+		}
 		c.err = err
 		c.raw.Close()
 		close(c.dead)

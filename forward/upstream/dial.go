@@ -215,10 +215,18 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	}
 	resp.Body.Close()
 	tunnel := portforward.NewTunnelingConnection("client", ws)
-	if tcp.bc == nil { // not dialled through our hook: no batching beneath TLS
-		return newConn(tunnel, ws.NetConn(), nil, config.WebSocket, opts)
+	raw, batch := ws.NetConn(), batcher(nil) // not dialled through our hook: no batching beneath TLS
+	if tcp.bc != nil {
+		raw, batch = tcp.raw, tcp.bc
 	}
-	return newConn(tunnel, tcp.raw, tcp.bc, config.WebSocket, opts)
+	c, err := newConn(tunnel, raw, batch, config.WebSocket, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.goodbye = func(deadline time.Time) {
+		ws.WriteControl(gwebsocket.CloseMessage, gwebsocket.FormatCloseMessage(gwebsocket.CloseNormalClosure, ""), deadline)
+	}
+	return c, nil
 }
 
 var writeBuffers = &sync.Pool{}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/moby/spdystream/spdy"
 )
@@ -150,6 +151,7 @@ func (w *writer) write(first []byte) error {
 		w.spare = nil
 	}
 	w.busy = false
+	w.space.Broadcast() // finish may wait for the write to end
 	told := err != nil && w.fail(err)
 	werr := w.err
 	w.mu.Unlock()
@@ -171,6 +173,37 @@ func (w *writer) send(b []byte) error {
 		err = rerr
 	}
 	return err
+}
+
+// finish stops the writer for err and, once the write in progress has
+// ended (it is not waited for past deadline), makes last the final write:
+// a WebSocket close frame, which the API server needs in order not to log
+// the connection's end as an error. A write that does not end by deadline
+// (a dead peer) is left to fail when the connection is closed.
+func (w *writer) finish(err error, deadline time.Time, last func(deadline time.Time)) {
+	w.mu.Lock()
+	healthy := w.err == nil
+	w.fail(err)
+	w.mu.Unlock()
+	if !healthy || last == nil {
+		return
+	}
+	idle := make(chan struct{})
+	go func() { // ends when the write in progress does, or fails at the close
+		defer close(idle)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for w.busy {
+			w.space.Wait()
+		}
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-idle:
+		last(deadline)
+	case <-timer.C:
+	}
 }
 
 // stop fails the writer from outside (the session died): waiting writers
