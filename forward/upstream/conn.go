@@ -58,7 +58,7 @@ const BudgetFactor = 8
 // pings. Create it with Dial; Close it when done.
 type Conn struct {
 	protocol config.Transport
-	raw      net.Conn // the TCP connection beneath: closing it does not wait for the peer
+	raw      net.Conn                 // the TCP connection beneath: closing it does not wait for the peer
 	goodbye  func(deadline time.Time) // the transport's last words on Close (a WebSocket close frame); may be nil
 	w        *writer
 	limit    int // unread bytes per pair
@@ -77,8 +77,8 @@ type Conn struct {
 	dead     chan struct{} // closed by Close
 	deadOnce sync.Once
 	closing  atomic.Pointer[error] // Close's reason, once it has begun saying goodbye
-	err      error         // why it died; set before dead is closed
-	goAway   chan struct{} // closed on the server's GOAWAY
+	err      error                 // why it died; set before dead is closed
+	goAway   chan struct{}         // closed on the server's GOAWAY
 	awayOnce sync.Once
 	served   chan struct{} // closed once the reader has stopped
 	flushers sync.WaitGroup
