@@ -23,6 +23,8 @@ import (
 // Config is a fully defaulted, validated forwards file.
 type Config struct {
 	Kubeconfig string // empty: client-go's default loading rules
+	Context    string // defaults:' context; empty: the kubeconfig's current one
+	Namespace  string // defaults:' namespace; empty: the context's
 	Forwards   []Forward
 }
 
@@ -207,7 +209,7 @@ func build(f *file, env environ) (*Config, error) {
 	base, defErrs := resolve(builtin(), f.Defaults)
 	errs = append(errs, defErrs...)
 
-	cfg := &Config{Kubeconfig: kubeconfig}
+	cfg := &Config{Kubeconfig: kubeconfig, Context: base.context, Namespace: base.namespace}
 	names := map[string]Pos{}
 	var taken binds
 	listeners := 0

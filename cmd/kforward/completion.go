@@ -22,8 +22,16 @@ const completionTimeout = time.Second
 // completeCluster completes -n with the cluster's namespaces and --context
 // with the kubeconfig's contexts.
 func completeCluster(cmd *cobra.Command, kubeconfig, kubeContext *string) {
+	none := ""
+	completeClusterFile(cmd, &none, kubeconfig, kubeContext)
+}
+
+// completeClusterFile is completeCluster for a command with a forwards
+// file: what the flags leave empty comes from the file.
+func completeClusterFile(cmd *cobra.Command, file, kubeconfig, kubeContext *string) {
+	at := func() where { return withFileDefaults(*file, *kubeconfig, *kubeContext, "") }
 	cmd.RegisterFlagCompletionFunc("namespace", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		return fromCluster(*kubeconfig, *kubeContext, func(ctx context.Context, c *kube.Client) ([]string, error) {
+		return fromCluster(at(), func(ctx context.Context, c *kube.Client) ([]string, error) {
 			l, err := c.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 			if err != nil {
 				return nil, err
@@ -32,7 +40,7 @@ func completeCluster(cmd *cobra.Command, kubeconfig, kubeContext *string) {
 		}), cobra.ShellCompDirectiveNoFileComp
 	})
 	cmd.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		names, _, _ := kube.Contexts(*kubeconfig)
+		names, _, _ := kube.Contexts(at().kubeconfig)
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
 }
@@ -78,7 +86,7 @@ var kindAliases = map[string]string{
 
 // completeTarget completes add's TARGET: the kinds first (svc/, deploy/,
 // sts/, pod/), then the names of that kind in the namespace.
-func completeTarget(kubeconfig, kubeContext, namespace, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+func completeTarget(at where, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	kind, _, typed := strings.Cut(toComplete, "/")
 	if !typed {
 		return []cobra.Completion{"svc/", "deploy/", "sts/", "pod/"}, cobra.ShellCompDirectiveNoSpace | cobra.ShellCompDirectiveNoFileComp
@@ -87,8 +95,8 @@ func completeTarget(kubeconfig, kubeContext, namespace, toComplete string) ([]co
 	if list == nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	found := fromCluster(kubeconfig, kubeContext, func(ctx context.Context, c *kube.Client) ([]string, error) {
-		ns := namespace
+	found := fromCluster(at, func(ctx context.Context, c *kube.Client) ([]string, error) {
+		ns := at.namespace
 		if ns == "" {
 			ns = c.Namespace
 		}
@@ -109,12 +117,12 @@ func completeTarget(kubeconfig, kubeContext, namespace, toComplete string) ([]co
 // or nothing once completionTimeout has passed or on any error. It does
 // not wait for ask to give up: a connect that hangs (an exec credential
 // plugin, a blackholed VPN) is left behind, and the process exits.
-func fromCluster(kubeconfig, kubeContext string, ask func(context.Context, *kube.Client) ([]string, error)) []string {
+func fromCluster(at where, ask func(context.Context, *kube.Client) ([]string, error)) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 	defer cancel()
 	answer := make(chan []string, 1)
 	go func() {
-		c, err := kube.Connect(kubeconfig, kubeContext)
+		c, err := kube.Connect(at.kubeconfig, at.context)
 		if err != nil {
 			answer <- nil
 			return

@@ -132,7 +132,7 @@ kforward run picks the change up.`,
 			if len(args) > 0 {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}
-			return completeTarget(kubeconfig, kubeContext, namespace, toComplete)
+			return completeTarget(withFileDefaults(file, kubeconfig, kubeContext, namespace), toComplete)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "forwards.yaml", "forwards file (created if missing)")
@@ -140,8 +140,32 @@ kforward run picks the change up.`,
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace (default: the file's defaults, else the context's)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "kubeconfig context (default: the file's defaults, else the current one)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for completion (default: $KUBECONFIG, then ~/.kube/config)")
-	completeCluster(cmd, &kubeconfig, &kubeContext)
+	completeClusterFile(cmd, &file, &kubeconfig, &kubeContext)
 	return cmd
+}
+
+// where says which cluster and namespace completion asks.
+type where struct{ kubeconfig, context, namespace string }
+
+// withFileDefaults fills what the flags leave empty from the forwards
+// file, as kforward run would: its kubeconfig and its defaults' context
+// and namespace (a file that does not parse adds nothing).
+func withFileDefaults(file, kubeconfig, kubeContext, namespace string) where {
+	w := where{kubeconfig, kubeContext, namespace}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return w
+	}
+	if w.kubeconfig == "" {
+		w.kubeconfig = cfg.Kubeconfig
+	}
+	if w.context == "" {
+		w.context = cfg.Context
+	}
+	if w.namespace == "" {
+		w.namespace = cfg.Namespace
+	}
+	return w
 }
 
 func newRemoveCmd() *cobra.Command {
@@ -152,6 +176,9 @@ func newRemoveCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(file)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("there is no forwards file at %s to remove %s from", file, args[0])
+			}
 			if err != nil {
 				return err
 			}

@@ -59,7 +59,9 @@ func runUntil(t *testing.T, content string, want *regexp.Regexp) string {
 	defer cancel()
 	var stdout, stderr lockedBuffer
 	done := make(chan int)
-	go func() { done <- Main(ctx, []string{"run", "-f", file, "--status-addr", "off", "--grace", "0s"}, &stdout, &stderr) }()
+	go func() {
+		done <- Main(ctx, []string{"run", "-f", file, "--status-addr", "off", "--grace", "0s"}, &stdout, &stderr)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !want.MatchString(stderr.String()) {
 		if time.Now().After(deadline) {

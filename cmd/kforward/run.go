@@ -77,9 +77,10 @@ every forward is active) and POST /-/reload.`,
 			defer endAux()
 
 			out, logOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			tty := terminalOf(out, logOut, cmd.InOrStdin()) // its hangup (a closed window) stops kforward
 			var r *runner.Runner
 			var live *view.Live
-			color := false
+			human, color := false, false // the log: short lines above the table, coloured
 			if !noTUI && isTerminal(out) {
 				live = view.NewLive(out, terminalOrNil(cmd.InOrStdin()),
 					func() (runner.Snapshot, error) { return r.Snapshot(), nil },
@@ -90,21 +91,20 @@ every forward is active) and POST /-/reload.`,
 						}
 					})
 				if isTerminal(logOut) { // on the same screen: above the table
-					logOut, color = live.Writer(), true
+					logOut, human, color = live.Writer(), true, os.Getenv("NO_COLOR") == ""
 				}
 				out = io.Discard // the table shows what the summary lines would
 			}
-			log, err := newLogger(logOut, logFormat, verbose, live != nil, color)
+			log, err := newLogger(logOut, logFormat, verbose, human, color)
 			if err != nil {
 				return err
 			}
-			var tty io.Writer // the live view's terminal, if any
-			if live != nil {
-				tty = cmd.OutOrStdout()
-			}
-			reload := hangups(ctx, tty, func() {
-				log.Warn("the terminal hung up; stopping")
-				interrupted()
+			reload := make(chan struct{})
+			wg.Go(func() {
+				hangups(aux, reload, tty, func() {
+					log.Warn("the terminal hung up; stopping")
+					interrupted()
+				})
 			})
 			r = runner.New(runner.Options{File: file, Out: out, Log: log, Grace: grace, Reload: reload})
 
@@ -126,7 +126,8 @@ every forward is active) and POST /-/reload.`,
 			} else {
 				close(viewDone)
 			}
-			wg.Go(func() { onInterrupts(aux, keys, interrupted, endAux, viewDone) })
+			hard := make(chan struct{}) // a second Ctrl-C: exit now
+			wg.Go(func() { onInterrupts(aux, keys, interrupted, hard) })
 			if statusAddr != "off" {
 				wg.Go(func() { status.Serve(aux, statusAddr, status.Handler(r), log) })
 			}
@@ -134,7 +135,18 @@ every forward is active) and POST /-/reload.`,
 				wg.Go(func() { status.WritePorts(aux, portsFile, r.Snapshot, log) })
 			}
 
-			err = r.Run(ctx)
+			ran := make(chan error, 1)
+			go func() { ran <- r.Run(ctx) }() // on a hard exit, the process ends with it running
+			select {
+			case err = <-ran:
+			case <-hard:
+				endAux()
+				select { // the view leaves the terminal as it found it
+				case <-viewDone:
+				case <-time.After(time.Second):
+				}
+				return errInterrupted
+			}
 			endAux()
 			wg.Wait()
 			if errors.Is(err, fs.ErrNotExist) {
@@ -232,50 +244,60 @@ func newLogger(w io.Writer, format string, verbose int, live, color bool) (*slog
 
 // hungUpSoon reports whether the terminal is hung up now or within a
 // moment: the signal may come before the hangup it announces.
-func hungUpSoon(terminal io.Writer) bool {
+func hungUpSoon(terminal *os.File) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for range 5 {
-		if !isTerminal(terminal) {
+		if !term.IsTerminal(int(terminal.Fd())) {
 			return true
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 	return false
 }
 
-// hangups returns a channel that receives on every SIGHUP until ctx ends.
-// A SIGHUP that comes with the terminal gone (its window closed: the
-// kernel hangs up the terminal and sends SIGHUP) calls hungUp instead.
-func hangups(ctx context.Context, terminal io.Writer, hungUp func()) <-chan struct{} {
+// hangups sends on reload for every SIGHUP until ctx ends. A SIGHUP that
+// comes with the terminal gone (its window closed: the kernel hangs up the
+// terminal and sends SIGHUP) calls hungUp instead, once.
+func hangups(ctx context.Context, reload chan<- struct{}, terminal *os.File, hungUp func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP)
-	out := make(chan struct{})
-	go func() {
-		defer signal.Stop(sig)
-		for {
+	defer signal.Stop(sig)
+	for {
+		select {
+		case <-sig:
+			if terminal != nil && hungUpSoon(terminal) {
+				hungUp()
+				return
+			}
 			select {
-			case <-sig:
-				if terminal != nil && hungUpSoon(terminal) {
-					hungUp()
-					return
-				}
-				select {
-				case out <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
+			case reload <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
+		case <-ctx.Done():
+			return
 		}
-	}()
-	return out
+	}
 }
+
+// terminalOf returns the first of files that is a terminal, or nil.
+func terminalOf(files ...any) *os.File {
+	for _, f := range files {
+		if isTerminal(f) {
+			return f.(*os.File)
+		}
+	}
+	return nil
+}
+
+// errInterrupted is a second Ctrl-C: Main exits 130 at once, saying nothing.
+var errInterrupted = errors.New("interrupted")
 
 // onInterrupts handles Ctrl-C (SIGINT, SIGTERM, or the key in the view)
 // until ctx ends: the first one stops gracefully (cancel), a second one
-// exits at once, after ending the view (endView, then wait for viewDone)
-// so the terminal is left as it was found.
-func onInterrupts(ctx context.Context, keys <-chan struct{}, cancel, endView func(), viewDone <-chan struct{}) {
+// closes hard, for an exit at once.
+func onInterrupts(ctx context.Context, keys <-chan struct{}, cancel func(), hard chan<- struct{}) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -290,11 +312,7 @@ func onInterrupts(ctx context.Context, keys <-chan struct{}, cancel, endView fun
 			cancel()
 			continue
 		}
-		endView()
-		select {
-		case <-viewDone:
-		case <-time.After(time.Second):
-		}
-		os.Exit(130)
+		close(hard)
+		return
 	}
 }

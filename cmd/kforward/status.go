@@ -49,6 +49,9 @@ Exits 1 when nothing answers.`,
 				if !isTerminal(out) {
 					return fmt.Errorf("--watch needs a terminal")
 				}
+				if _, err := status.Fetch(cmd.Context(), addr); err != nil {
+					return err // nothing to watch: exit 1, as without --watch
+				}
 				return watchStatus(cmd.Context(), out, cmd.InOrStdin(), addr, wide)
 			}
 			if output == "json" {
