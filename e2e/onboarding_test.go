@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -42,7 +43,8 @@ func kforwardCmd(t *testing.T, dir string, env []string, args ...string) (stdout
 
 // onboardingNamespace is what `kforward init` meets: a Deployment behind a
 // Service with named ports, a Service with an unnamed port, one without a
-// selector, and a StatefulSet no Service selects.
+// selector, a StatefulSet no Service selects (for --workloads) and a bare
+// pod (which init leaves out).
 func onboardingNamespace(t *testing.T) string {
 	c := needCluster(t)
 	ns := namespace(t, c)
@@ -62,6 +64,19 @@ func onboardingNamespace(t *testing.T) string {
 		}
 	}
 	createPod(t, c.Client, ns, "solo")
+	replicas := int32(1)
+	labels := map[string]string{"app": "db"}
+	tmpl := podTemplate(labels)
+	tmpl.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl,
+		},
+	}
+	if _, err := c.Client.AppsV1().StatefulSets(ns).Create(t.Context(), sts, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	waitReadyPods(t, c.Client, ns, "app=web", 1)
 	return ns
 }
@@ -98,7 +113,7 @@ func TestInit(t *testing.T) {
 	env := []string{"KUBECONFIG=" + c.Kubeconfig}
 
 	out, errOut, code := kforwardCmd(t, dir, env, "init", "-n", ns, "-n", empty, "--workloads")
-	if code != 0 || out != "wrote forwards.yaml: 2 forwards; kforward run starts them\n" {
+	if code != 0 || out != "wrote forwards.yaml: 3 forwards; kforward run starts them\n" {
 		t.Fatalf("init: exit %d\n%s%s", code, out, errOut)
 	}
 	first, _ := os.ReadFile(filepath.Join(dir, "forwards.yaml"))
@@ -242,6 +257,10 @@ func TestCompletion(t *testing.T) {
 	c := needCluster(t)
 	ns := onboardingNamespace(t)
 	env := []string{"KUBECONFIG=" + c.Kubeconfig}
+	dir := t.TempDir() // a forwards file whose defaults name ns
+	if _, errOut, code := kforwardCmd(t, dir, env, "init", "-n", ns); code != 0 {
+		t.Fatal(errOut)
+	}
 	complete := func(env []string, args ...string) ([]string, time.Duration) {
 		began := time.Now()
 		out, errOut, code := kforwardCmd(t, t.TempDir(), env, append([]string{"__complete"}, args...)...)
@@ -254,6 +273,9 @@ func TestCompletion(t *testing.T) {
 	if got, _ := complete(env, "add", "-n", ns, "svc/"); !slices.Equal(got, []string{"svc/external-db", "svc/metrics", "svc/web"}) {
 		t.Errorf("add svc/<TAB>: %q", got)
 	}
+	if got, _ := complete(env, "add", "-f", filepath.Join(dir, "forwards.yaml"), "sts/"); !slices.Equal(got, []string{"sts/db"}) {
+		t.Errorf("add sts/<TAB> with the namespace from the file's defaults: %q", got)
+	}
 	if got, _ := complete(env, "add", "-n", ns, "deploy/"); !slices.Equal(got, []string{"deploy/web"}) {
 		t.Errorf("add deploy/<TAB>: %q", got)
 	}
@@ -265,7 +287,7 @@ func TestCompletion(t *testing.T) {
 	}
 	got, took := complete([]string{"KUBECONFIG=" + deadKubeconfig(t, true)}, "add", "svc/")
 	t.Logf("a cluster that never answers: %q after %s", got, took)
-	if len(got) != 0 || took > 5*time.Second {
+	if len(got) != 0 || took > 2*time.Second { // a second, and the process's own start
 		t.Errorf("a hanging cluster: %q after %s, want nothing within about a second", got, took)
 	}
 }
