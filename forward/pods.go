@@ -30,16 +30,18 @@ type Pods interface {
 // PodWatch keeps the pods of one namespace current through a single watch.
 type PodWatch struct {
 	lister  func(labels.Selector) ([]*corev1.Pod, error)
+	stopped chan struct{} // closed once the watch's goroutines have ended
 	mu      sync.Mutex
 	changed chan struct{}
 }
 
-// WatchPods starts a watch on the pods of namespace; it runs until ctx ends.
-// It returns once the first list has arrived.
+// WatchPods starts a watch on the pods of namespace; it runs until ctx ends,
+// and Done says when it has stopped. It returns once the first list has
+// arrived; if ctx ends first, it returns an error with nothing left running.
 func WatchPods(ctx context.Context, client kubernetes.Interface, namespace string) (*PodWatch, error) {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
 	inf := factory.Core().V1().Pods()
-	w := &PodWatch{changed: make(chan struct{})}
+	w := &PodWatch{changed: make(chan struct{}), stopped: make(chan struct{})}
 	notify := func(any) { w.notify() }
 	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: notify, DeleteFunc: notify, UpdateFunc: func(_, o any) { notify(o) },
@@ -52,12 +54,21 @@ func WatchPods(ctx context.Context, client kubernetes.Interface, namespace strin
 	lister := inf.Lister().Pods(namespace)
 	w.lister = lister.List
 	factory.Start(ctx.Done())
-	go func() { <-ctx.Done(); factory.Shutdown() }()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+		factory.Shutdown() // ctx has ended: this waits for the informer's goroutines
 		return nil, fmt.Errorf("watch pods in %s: %w", namespace, context.Cause(ctx))
 	}
+	go func() {
+		<-ctx.Done()
+		factory.Shutdown()
+		close(w.stopped)
+	}()
 	return w, nil
 }
+
+// Done returns a channel closed once the watch has stopped: its context has
+// ended and every goroutine it started has returned.
+func (w *PodWatch) Done() <-chan struct{} { return w.stopped }
 
 // trimPod keeps of a pod what forwards use, for the watch's cache, which
 // holds every pod of the namespace for as long as a forward runs there:

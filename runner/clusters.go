@@ -17,14 +17,16 @@ import (
 )
 
 // clusters shares one API client per (kubeconfig, context) and one pod
-// watch per (kubeconfig, context, namespace) among all forwards. Each is
-// made once, by the first forward that needs it, while forwards on other
-// clusters go on starting; a failure is not kept, so the next start tries
-// again.
+// watch per (kubeconfig, context, namespace) among the forwards that use
+// them, for as long as one does: the last forward to let go of a watch
+// stops it, and of a client drops it. Each is built once, in the
+// background, while forwards on other clusters go on starting; a failure
+// is not kept, so the next start tries again.
 type clusters struct {
 	mu      sync.Mutex
-	clients map[clientKey]*once[*client]
-	watches map[watchKey]*once[*forward.PodWatch]
+	clients map[clientKey]*shared[*client]
+	watches map[watchKey]*shared[*forward.PodWatch]
+	wg      sync.WaitGroup // the goroutine of every shared value
 }
 
 type clientKey struct{ kubeconfig, context string }
@@ -40,79 +42,144 @@ type client struct {
 	namespace string // the context's namespace
 }
 
-// once is a value made by one caller while others wait for it.
-type once[T any] struct {
-	done chan struct{}
-	v    T
-	err  error
+// shared is a value that its own goroutine builds and then keeps until no
+// one holds it. The build runs on the runner's life, not on a caller's
+// context: a forward that stops while it waits fails no other forward
+// waiting for the same value, and a build that hangs (an API server that
+// stopped answering) holds up no one's shutdown. When the last holder
+// lets go, the value's context ends: a build still under way is abandoned,
+// a watch stops.
+//
+// Not singleflight: its result is handed to the callers of the moment and
+// forgotten, while a shared value outlives the call and is stopped only at
+// its last release.
+type shared[T any] struct {
+	refs   int                // holders, guarded by clusters.mu
+	cancel context.CancelFunc // ends the build and the value
+	built  chan struct{}      // closed once v and err are set
+	v      T
+	err    error
 }
 
 func newClusters() *clusters {
-	return &clusters{clients: map[clientKey]*once[*client]{}, watches: map[watchKey]*once[*forward.PodWatch]{}}
+	return &clusters{clients: map[clientKey]*shared[*client]{}, watches: map[watchKey]*shared[*forward.PodWatch]{}}
 }
 
-// get returns m[k], making it with build if no one has (or the last try failed).
-func get[K comparable, T any](ctx context.Context, mu *sync.Mutex, m map[K]*once[T], k K, build func() (T, error)) (T, error) {
-	mu.Lock()
-	o, ok := m[k]
+// acquire holds m[k] and returns it once built, starting its build on life
+// if no one holds it yet; it waits on ctx. Unless it fails, the caller lets
+// go with release. wait, if not nil, waits for a built value to stop once
+// its context has ended.
+func acquire[K comparable, T any](ctx, life context.Context, c *clusters, m map[K]*shared[T], k K, build func(context.Context) (T, error), wait func(T)) (*shared[T], error) {
+	c.mu.Lock()
+	s, ok := m[k]
 	if !ok {
-		o = &once[T]{done: make(chan struct{})}
-		m[k] = o
+		sctx, cancel := context.WithCancel(life)
+		s = &shared[T]{cancel: cancel, built: make(chan struct{})}
+		m[k] = s
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			v, err := build(sctx)
+			if err != nil {
+				c.mu.Lock()
+				if m[k] == s {
+					delete(m, k) // the next caller tries again
+				}
+				c.mu.Unlock()
+				cancel()
+			}
+			s.v, s.err = v, err
+			close(s.built)
+			if err == nil && wait != nil {
+				<-sctx.Done()
+				wait(v)
+			}
+		}()
 	}
-	mu.Unlock()
-	if !ok {
-		o.v, o.err = build()
-		if o.err != nil {
-			mu.Lock()
-			delete(m, k)
-			mu.Unlock()
-		}
-		close(o.done)
-	}
+	s.refs++
+	c.mu.Unlock()
 	select {
-	case <-o.done:
-		return o.v, o.err
+	case <-s.built:
+		if s.err != nil {
+			release(c, m, k, s)
+			return nil, s.err
+		}
+		return s, nil
 	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
+		release(c, m, k, s)
+		return nil, ctx.Err()
 	}
 }
+
+// release lets go of s, which acquire returned for m[k]; the last one to
+// let go ends it.
+func release[K comparable, T any](c *clusters, m map[K]*shared[T], k K, s *shared[T]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.refs--; s.refs > 0 {
+		return
+	}
+	s.cancel()
+	if m[k] == s {
+		delete(m, k)
+	}
+}
+
+// wait returns once every shared value's goroutine has ended: call it
+// after every forward has let go, or after life has ended.
+func (c *clusters) wait() { c.wg.Wait() }
 
 // accessCheckTimeout bounds the first request to a cluster, so an
 // unreachable one fails its forwards with a reason instead of hanging.
 const accessCheckTimeout = 10 * time.Second
 
-// env returns what a forward needs: its cluster's client and its
-// namespace's pod watch. watchCtx bounds the watch's life.
-func (c *clusters) env(ctx, watchCtx context.Context, spec config.Forward) (forward.Env, error) {
+// env returns what a forward needs, its cluster's client and its
+// namespace's pod watch, waiting for them on ctx; life bounds how long
+// they may live. Unless env fails, the caller calls the returned func once
+// the forward has stopped, to let go of them.
+func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.Env, func(), error) {
 	ck := clientKey{spec.Kubeconfig, spec.Context}
-	cl, err := get(ctx, &c.mu, c.clients, ck, func() (*client, error) { return newClient(ck) })
+	build := func(context.Context) (*client, error) { return newClient(ck) }
+	cs, err := acquire(ctx, life, c, c.clients, ck, build, nil)
 	if err != nil {
-		return forward.Env{}, err
+		return forward.Env{}, nil, err
 	}
+	cl := cs.v
 	ns := spec.Namespace
 	if ns == "" {
 		ns = cl.namespace
 	}
-	w, err := get(ctx, &c.mu, c.watches, watchKey{ck, ns}, func() (*forward.PodWatch, error) {
-		// Ask once with a deadline: a denied or unreachable namespace is
-		// an error now, not a watch that retries silently forever.
-		check, cancel := context.WithTimeout(ctx, accessCheckTimeout)
-		defer cancel()
-		if _, err := cl.client.CoreV1().Pods(ns).List(check, metav1.ListOptions{Limit: 1}); err != nil {
-			return nil, fmt.Errorf("list pods in namespace %s: %w", ns, err)
-		}
-		// Listing pods in a namespace that does not exist succeeds, empty.
-		// Say so (when allowed to look; many users may not get namespaces).
-		if _, err := cl.client.CoreV1().Namespaces().Get(check, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("namespace %s does not exist", ns)
-		}
-		return forward.WatchPods(watchCtx, cl.client, ns)
-	})
+	wk := watchKey{ck, ns}
+	ws, err := acquire(ctx, life, c, c.watches, wk, func(ctx context.Context) (*forward.PodWatch, error) {
+		return watchPods(ctx, cl.client, ns)
+	}, func(w *forward.PodWatch) { <-w.Done() })
 	if err != nil {
-		return forward.Env{}, err
+		release(c, c.clients, ck, cs)
+		return forward.Env{}, nil, err
 	}
-	return forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: w}, nil
+	letGo := sync.OnceFunc(func() {
+		release(c, c.watches, wk, ws)
+		release(c, c.clients, ck, cs)
+	})
+	return forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: ws.v}, letGo, nil
+}
+
+// watchPods checks that namespace can be read, then watches its pods until
+// ctx ends.
+func watchPods(ctx context.Context, client kubernetes.Interface, namespace string) (*forward.PodWatch, error) {
+	// Ask once with a deadline: a denied or unreachable namespace is an
+	// error now, not a watch that retries silently forever.
+	check, cancel := context.WithTimeout(ctx, accessCheckTimeout)
+	defer cancel()
+	if _, err := client.CoreV1().Pods(namespace).List(check, metav1.ListOptions{Limit: 1}); err != nil {
+		return nil, fmt.Errorf("list pods in namespace %s: %w", namespace, err)
+	}
+	// Listing pods in a namespace that does not exist succeeds, empty.
+	// Say so (when allowed to look; many users may not get namespaces).
+	if _, err := client.CoreV1().Namespaces().Get(check, namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("namespace %s does not exist", namespace)
+	}
+	return forward.WatchPods(ctx, client, namespace)
 }
 
 func newClient(k clientKey) (*client, error) {

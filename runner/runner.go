@@ -38,9 +38,12 @@ type Options struct {
 type Runner struct {
 	opts Options
 	log  *slog.Logger
-	// start resolves a forward's cluster and builds it; ctx is the
-	// forward's life, runCtx the runner's (shared watches live that long).
-	start func(ctx, runCtx context.Context, spec config.Forward) (Forward, error)
+	// start resolves a forward's cluster and builds it, waiting on ctx, the
+	// forward's life; life is the runner's (shared clients and watches
+	// live at most that long). The forward lets go of them with the
+	// returned func once it has stopped.
+	start    func(ctx, life context.Context, spec config.Forward) (Forward, func(), error)
+	clusters *clusters
 
 	requests chan chan<- Reload // Reload's requests to the file watch
 	loaded   chan struct{}      // closed once the file is loaded and its forwards started
@@ -86,14 +89,14 @@ func New(opts Options) *Runner {
 	if r.opts.Out == nil {
 		r.opts.Out = io.Discard
 	}
-	c := newClusters()
-	r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, error) {
-		env, err := c.env(ctx, runCtx, spec)
+	r.clusters = newClusters()
+	r.start = func(ctx, life context.Context, spec config.Forward) (Forward, func(), error) {
+		env, release, err := r.clusters.env(ctx, life, spec)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		env.Log = r.log
-		return forward.New(spec, env), nil
+		return forward.New(spec, env), release, nil
 	}
 	return r
 }
@@ -113,7 +116,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	// The forwards outlive ctx by the grace period: shutdown ends them.
+	// Then life ends what is still shared (a build that never finished),
+	// and Run returns once that has stopped too.
 	life, end := context.WithCancel(context.WithoutCancel(ctx))
+	defer r.clusters.wait()
 	defer end()
 	c := r.apply(life, cfg)
 	r.record(Reload{Trigger: TriggerStart, Successful: true, Changes: c})
@@ -241,9 +247,12 @@ func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 	r.mu.Unlock()
 	go func() {
 		defer close(rf.done)
-		f := r.startRetrying(fctx, ctx, rf)
+		f, release := r.startRetrying(fctx, ctx, rf)
 		if f == nil {
 			return
+		}
+		if release != nil {
+			defer release()
 		}
 		if err := f.Run(fctx); err != nil && fctx.Err() == nil {
 			rf.mu.Lock()
@@ -255,14 +264,15 @@ func (r *Runner) startOne(ctx context.Context, spec config.Forward) {
 }
 
 // startRetrying starts rf's forward, retrying with the forward's own
-// backoff; nil when ctx ends first.
-func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward {
+// backoff; nil when ctx ends first. Once the forward has stopped, the
+// returned func (if not nil) lets go of what it shares with others.
+func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward, func()) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = rf.spec.Reconnect.Initial, rf.spec.Reconnect.Max, 0
 	b.Reset()
 	said := ""
 	for {
-		f, err := r.start(ctx, runCtx, rf.spec)
+		f, release, err := r.start(ctx, life, rf.spec)
 		rf.mu.Lock()
 		rf.fwd, rf.err, rf.errAt = f, err, time.Now()
 		rf.mu.Unlock()
@@ -270,10 +280,10 @@ func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward
 			if said != "" {
 				r.log.Info("forward started", "forward", rf.spec.Name)
 			}
-			return f
+			return f, release
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil
 		}
 		if err.Error() != said { // say it once, not at every retry
 			said = err.Error()
@@ -285,7 +295,7 @@ func (r *Runner) startRetrying(ctx, runCtx context.Context, rf *running) Forward
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, nil
 		case <-time.After(b.NextBackOff()):
 		}
 	}

@@ -94,16 +94,16 @@ func runAt(t *testing.T, file string, grace time.Duration) *harness {
 	}
 	h := &harness{t: t, file: file, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
 	h.r = New(Options{File: file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
-	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
+	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, func(), error) {
 		if spec.Context == "missing" {
-			return nil, errors.New(`context "missing" does not exist`)
+			return nil, nil, errors.New(`context "missing" does not exist`)
 		}
 		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{})}
 		f.accepting.Store(true)
 		h.mu.Lock()
 		h.started = append(h.started, f)
 		h.mu.Unlock()
-		return f, nil
+		return f, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -407,7 +407,7 @@ func TestReloadSignal(t *testing.T) {
 	a := h.current()["a"]
 	var tries atomic.Int32
 	start := h.r.start
-	h.r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, error) {
+	h.r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, func(), error) {
 		tries.Add(1)
 		return start(ctx, runCtx, spec)
 	}
@@ -462,9 +462,9 @@ func TestInvalidFileAtStart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "forwards.yaml")
 	os.WriteFile(file, []byte("forwards:\n  - pod: a\n    ports: [\"x\"]\n"), 0o644)
 	r := New(Options{File: file})
-	r.start = func(context.Context, context.Context, config.Forward) (Forward, error) {
+	r.start = func(context.Context, context.Context, config.Forward) (Forward, func(), error) {
 		t.Fatal("started a forward from an invalid file")
-		return nil, nil
+		return nil, nil, nil
 	}
 	err := r.Run(context.Background())
 	if errs := config.Errors(err); len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), file+":3:13: ") {
@@ -480,12 +480,12 @@ func TestFailedStartRetried(t *testing.T) {
 	log := &syncBuffer{}
 	r := New(Options{File: file, Log: slog.New(slog.NewTextHandler(log, nil))})
 	var tries atomic.Int32
-	r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, error) {
+	r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, func(), error) {
 		if tries.Add(1) < 5 {
-			return nil, errors.New("dial tcp 10.0.0.1:6443: i/o timeout")
+			return nil, nil, errors.New("dial tcp 10.0.0.1:6443: i/o timeout")
 		}
 		f := &fakeForward{spec: spec, stopped: make(chan struct{})}
-		return f, nil
+		return f, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

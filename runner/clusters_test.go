@@ -1,0 +1,301 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kforward/kforward/forward"
+)
+
+// Tests of the clients and pod watches forwards share, with real forwards
+// against a fake API server that the test can stall.
+
+// fakeAPI is an API server with namespaces and no pods: enough for the
+// access check and a pod watch. Tests stall it at the access check (hold)
+// or at the watch (stallWatch), as an API server that stops answering.
+type fakeAPI struct {
+	t          *testing.T
+	srv        *httptest.Server
+	kubeconfig string
+	quit       chan struct{} // closed at cleanup: every stalled request returns
+
+	mu         sync.Mutex
+	checks     map[string]int // access checks begun, by namespace
+	watches    map[string]int // watch requests open, by namespace
+	hold       chan struct{}  // if not nil, access checks wait until it is closed
+	stallWatch bool           // watch requests never answer
+}
+
+func newFakeAPI(t *testing.T) *fakeAPI {
+	t.Helper()
+	a := &fakeAPI{t: t, quit: make(chan struct{}), checks: map[string]int{}, watches: map[string]int{}}
+	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(func() {
+		close(a.quit)
+		a.srv.CloseClientConnections()
+		a.srv.Close()
+	})
+	a.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
+	content := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: %q}}]
+users: [{name: fake, user: {token: fake}}]
+contexts: [{name: fake, context: {cluster: fake, user: fake, namespace: default}}]
+current-context: fake
+`, a.srv.URL)
+	if err := os.WriteFile(a.kubeconfig, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/") // api v1 namespaces NS [pods]
+	if r.Method != http.MethodGet || len(parts) < 4 || parts[0] != "api" || parts[2] != "namespaces" {
+		http.NotFound(w, r)
+		return
+	}
+	ns, q := parts[3], r.URL.Query()
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case len(parts) == 4:
+		fmt.Fprintf(w, `{"kind":"Namespace","apiVersion":"v1","metadata":{"name":%q}}`, ns)
+	case parts[4] != "pods":
+		http.NotFound(w, r)
+	case q.Get("watch") == "true" || q.Get("watch") == "1":
+		a.mu.Lock()
+		a.watches[ns]++
+		stall := a.stallWatch
+		a.mu.Unlock()
+		defer func() {
+			a.mu.Lock()
+			a.watches[ns]--
+			a.mu.Unlock()
+		}()
+		if !stall && q.Get("sendInitialEvents") == "true" {
+			// No pods: the initial events end at once.
+			fmt.Fprintln(w, `{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"1","annotations":{"k8s.io/initial-events-end":"true"}}}}`)
+		}
+		w.(http.Flusher).Flush()
+		a.wait(r, nil)
+	default: // a list: the access check asks for one pod
+		if q.Get("limit") == "1" {
+			a.mu.Lock()
+			a.checks[ns]++
+			hold := a.hold
+			a.mu.Unlock()
+			if hold != nil && !a.wait(r, hold) {
+				return
+			}
+		}
+		fmt.Fprint(w, `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`)
+	}
+}
+
+// wait waits until release is closed (true), or the request or the server
+// ends (false).
+func (a *fakeAPI) wait(r *http.Request, release <-chan struct{}) bool {
+	select {
+	case <-release:
+		return true
+	case <-r.Context().Done():
+	case <-a.quit:
+	}
+	return false
+}
+
+func (a *fakeAPI) count(m map[string]int, ns string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return m[ns]
+}
+
+// file is a forwards file on the fake API server: a pod forward per name,
+// in the namespace given.
+func (a *fakeAPI) file(forwards map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kubeconfig: %s\ndefaults:\n  reconnect: {initial: 20ms, max: 100ms}\nforwards:\n", a.kubeconfig)
+	for name, ns := range forwards {
+		fmt.Fprintf(&b, "  - name: %s\n    pod: %s\n    namespace: %s\n    ports: [\":80\"]\n", name, name, ns)
+	}
+	return b.String()
+}
+
+// runReal runs a runner with real forwards on content until the test ends,
+// or until stop; stop fails the test if Run does not return within 10s.
+func runReal(t *testing.T, content string) (r *Runner, log *syncBuffer, write func(string), stop func()) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	write = func(content string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(content)
+	log = &syncBuffer{}
+	r = New(Options{File: file, Log: slog.New(slog.NewTextHandler(log, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Run did not return within 10s of its context's end; goroutines:\n%s", stacks())
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-r.Loaded():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the file was not loaded within 10s")
+	}
+	return r, log, write, stop
+}
+
+// started reports whether the named forward has been built and runs.
+func started(r *Runner, name string) bool {
+	r.mu.Lock()
+	rf := r.forwards[name]
+	r.mu.Unlock()
+	if rf == nil {
+		return false
+	}
+	f, _ := rf.state()
+	return f != nil
+}
+
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// informerGoroutines counts the goroutines of client-go's informers.
+func informerGoroutines() int {
+	n := 0
+	for _, g := range strings.Split(stacks(), "\n\n") {
+		if strings.Contains(g, "k8s.io/client-go/tools/cache.") {
+			n++
+		}
+	}
+	return n
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// 4. An API server that answers the access check and then never the
+// watch holds the namespace's pod watch in its first sync: shutdown still
+// returns at once, and leaves nothing running.
+func TestShutdownWithStalledPodWatch(t *testing.T) {
+	api := newFakeAPI(t)
+	api.stallWatch = true
+	before := goleak.IgnoreCurrent()
+	r, _, _, stop := runReal(t, api.file(map[string]string{"a": "web", "b": "web"}))
+	eventually(t, "the pod watch's first request", func() bool { return api.count(api.watches, "web") > 0 })
+	time.Sleep(200 * time.Millisecond) // both forwards wait on the watch by now
+	for _, s := range r.Statuses() {
+		if s.State == forward.Failed {
+			t.Fatalf("forward %s failed while its pod watch syncs: %s", s.Name, s.LastError)
+		}
+	}
+	begin := time.Now()
+	stop()
+	took := time.Since(begin)
+	t.Logf("shutdown took %s", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("shutdown took %s with the pod watch stalled", took)
+	}
+	if n := api.count(api.watches, "web"); n != 0 {
+		t.Errorf("%d watches still open on the API server after shutdown", n)
+	}
+	goleak.VerifyNone(t, before, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreAnyFunction("net/http.(*conn).serve"))
+}
+
+// 4. The first forward on a namespace begins its pod watch; when it stops
+// before the watch is ready, a forward waiting for the same watch is not
+// failed with its context's end, and gets the watch once it is ready.
+func TestStoppedForwardFailsNoOneWaitingOnItsWatch(t *testing.T) {
+	api := newFakeAPI(t)
+	hold := make(chan struct{})
+	api.hold = hold
+	r, log, write, _ := runReal(t, api.file(map[string]string{"first": "web"}))
+	eventually(t, "first's access check", func() bool { return api.count(api.checks, "web") == 1 })
+
+	write(api.file(map[string]string{"first": "web", "second": "web"}))
+	eventually(t, "second to be added", func() bool { return len(r.Statuses()) == 2 })
+	time.Sleep(200 * time.Millisecond) // second waits on the watch by now
+	write(api.file(map[string]string{"second": "web"}))
+	eventually(t, "first to be removed", func() bool { return len(r.Statuses()) == 1 })
+	time.Sleep(300 * time.Millisecond) // an error would be second's status by now
+	if s := r.Statuses()[0]; s.State == forward.Failed || strings.Contains(log.String(), "context canceled") {
+		t.Fatalf("second is %s (%q) after first stopped while both waited on the watch; log:\n%s", s.State, s.LastError, log.String())
+	}
+	close(hold)
+	eventually(t, "second's forward to start", func() bool { return started(r, "second") })
+	if n := api.count(api.checks, "web"); n != 1 {
+		t.Errorf("%d access checks, want 1: the watch was begun again", n)
+	}
+}
+
+// 8. When its last forward stops, a namespace's pod watch stops: its
+// informer's goroutines end and the API server sees the watch closed.
+func TestLastForwardStopsPodWatch(t *testing.T) {
+	api := newFakeAPI(t)
+	// A forward that cannot start keeps the file valid without a watch.
+	keep := "  - name: keep\n    pod: keep\n    context: missing\n    ports: [\":80\"]\n"
+	r, _, write, _ := runReal(t, api.file(map[string]string{"a": "web", "b": "web", "c": "db"})+keep)
+	eventually(t, "a watch on web and on db", func() bool {
+		return api.count(api.watches, "web") == 1 && api.count(api.watches, "db") == 1
+	})
+	if n := informerGoroutines(); n == 0 {
+		t.Fatal("no informer goroutines while two pod watches run")
+	}
+
+	write(api.file(map[string]string{"b": "web", "c": "db"}) + keep)
+	eventually(t, "a removed", func() bool { return len(r.Statuses()) == 3 })
+	time.Sleep(200 * time.Millisecond)
+	if api.count(api.watches, "web") != 1 {
+		t.Fatal("web's pod watch stopped while b still uses it")
+	}
+
+	write(api.file(map[string]string{"c": "db"}) + keep)
+	eventually(t, "web's watch closed on the API server", func() bool { return api.count(api.watches, "web") == 0 })
+	write("forwards:\n" + keep)
+	eventually(t, "db's watch closed on the API server", func() bool { return api.count(api.watches, "db") == 0 })
+	eventually(t, "the informers' goroutines to end", func() bool { return informerGoroutines() == 0 })
+	r.clusters.mu.Lock()
+	defer r.clusters.mu.Unlock()
+	if len(r.clusters.watches) != 0 || len(r.clusters.clients) != 0 {
+		t.Fatalf("%d pod watches and %d clients kept with no forward using them", len(r.clusters.watches), len(r.clusters.clients))
+	}
+}
