@@ -44,6 +44,7 @@ type Runner struct {
 	// returned func once it has stopped.
 	start    func(ctx, life context.Context, spec config.Forward) (Forward, func(), error)
 	clusters *clusters
+	debounce time.Duration // how long the file must be quiet before it is read
 
 	requests chan chan<- Reload // Reload's requests to the file watch
 	loaded   chan struct{}      // closed once the file is loaded and its forwards started
@@ -82,7 +83,7 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{})}
+	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -106,7 +107,7 @@ func New(opts Options) *Runner {
 // gives open ones the grace period, and stops every forward. An invalid
 // file at start is an error (see config.Errors); later it changes nothing.
 func (r *Runner) Run(ctx context.Context) error {
-	f, err := watchFile(r.opts.File)
+	f, err := watchFile(r.opts.File, r.debounce)
 	if err != nil {
 		return err
 	}

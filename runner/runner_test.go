@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -71,22 +72,24 @@ type harness struct {
 
 	mu      sync.Mutex
 	started []*fakeForward
+	onStart func(config.Forward) // called at every start attempt, if set
 }
 
 // run writes content to a new forwards file and runs a runner on it.
-func run(t *testing.T, content string, grace time.Duration) *harness {
+// Each of options is applied to the runner before it runs.
+func run(t *testing.T, content string, grace time.Duration, options ...func(*Runner)) *harness {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "forwards.yaml")
 	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return runAt(t, file, grace)
+	return runAt(t, file, grace, options...)
 }
 
 // runAt runs a runner on an existing forwards file until the test ends,
 // with fake forwards; those whose context is "missing" cannot start. It
 // returns once the start summary is printed.
-func runAt(t *testing.T, file string, grace time.Duration) *harness {
+func runAt(t *testing.T, file string, grace time.Duration, options ...func(*Runner)) *harness {
 	t.Helper()
 	content, err := os.ReadFile(file)
 	if err != nil {
@@ -95,6 +98,12 @@ func runAt(t *testing.T, file string, grace time.Duration) *harness {
 	h := &harness{t: t, file: file, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
 	h.r = New(Options{File: file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
 	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, func(), error) {
+		h.mu.Lock()
+		onStart := h.onStart
+		h.mu.Unlock()
+		if onStart != nil {
+			onStart(spec)
+		}
 		if spec.Context == "missing" {
 			return nil, nil, errors.New(`context "missing" does not exist`)
 		}
@@ -104,6 +113,9 @@ func runAt(t *testing.T, file string, grace time.Duration) *harness {
 		h.started = append(h.started, f)
 		h.mu.Unlock()
 		return f, nil, nil
+	}
+	for _, o := range options {
+		o(h.r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -389,35 +401,69 @@ func TestStartErrorSaidOnce(t *testing.T) {
 
 // 2. A burst of writes is one reload, of the last content.
 func TestReloadDebounced(t *testing.T) {
-	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+	// The burst must fit in the quiet period even on a loaded machine,
+	// where 20 writes may not fit in the usual 30ms.
+	const quiet = 500 * time.Millisecond
+	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0, func(r *Runner) { r.debounce = quiet })
+	begin := time.Now()
 	for i := range 20 {
 		h.write(forwardsFile(map[string]int{"a": 9001, "b": 9100 + i}))
 	}
+	if took := time.Since(begin); took > quiet/2 {
+		t.Skipf("20 writes took %s: not one burst within the quiet period %s", took, quiet)
+	}
 	h.waitFor("the last content", func() bool { f := h.current()["b"]; return f != nil && f.spec.Ports[0].Local == 9119 })
-	time.Sleep(100 * time.Millisecond)
-	if n := h.reloads(); n > 2 {
-		t.Fatalf("%d reloads for one burst of 20 writes", n)
+	time.Sleep(2 * quiet) // a second reload would come by now
+	if n := h.reloads(); n != 1 {
+		t.Fatalf("%d reloads for one burst of 20 writes, want 1:\n%s", n, h.log.String())
+	}
+	if n := h.startCount(); n != 2 {
+		t.Fatalf("%d forwards started, want 2 (a, then b with the last content): an intermediate content was applied", n)
 	}
 }
 
 // 2. A reload signal re-reads the file even if it did not change, which
 // retries forwards that could not start.
 func TestReloadSignal(t *testing.T) {
-	h := run(t, forwardsFile(map[string]int{"a": 9001}, "  - name: b\n    pod: b\n    context: missing\n    ports: [\"9002:80\"]\n"), 0)
+	// b fails and, by its backoff, would not try again within the test:
+	// only the reload can make it try again.
+	h := run(t, forwardsFile(map[string]int{"a": 9001}, "  - name: b\n    pod: b\n    context: missing\n    reconnect: {initial: 1h, max: 1h}\n    ports: [\"9002:80\"]\n"), 0)
 	a := h.current()["a"]
-	var tries atomic.Int32
-	start := h.r.start
-	h.r.start = func(ctx, runCtx context.Context, spec config.Forward) (Forward, func(), error) {
-		tries.Add(1)
-		return start(ctx, runCtx, spec)
+	h.waitFor("b to fail", func() bool { return h.r.Snapshot().Forwards[1].State == forward.Failed })
+	var mu sync.Mutex
+	var tried []string
+	h.mu.Lock()
+	h.onStart = func(s config.Forward) {
+		mu.Lock()
+		tried = append(tried, s.Name)
+		mu.Unlock()
 	}
-	h.reload <- struct{}{}
-	h.waitFor("the reload", func() bool { return h.reloads() == 1 && tries.Load() >= 1 })
-	if !strings.Contains(h.log.String(), "reloading on signal") || !strings.Contains(h.log.String(), "restarted=1 unchanged=1") {
-		t.Fatalf("log:\n%s", h.log.String())
+	h.mu.Unlock()
+	triedNow := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(tried)
 	}
-	if tries.Load() < 1 || h.current()["a"] != a {
-		t.Fatalf("%d start attempts, a restarted: %v; want b retried and a untouched", tries.Load(), h.current()["a"] != a)
+	time.Sleep(100 * time.Millisecond)
+	if got := triedNow(); len(got) != 0 {
+		t.Fatalf("start attempts %q before the signal, want none", got)
+	}
+
+	select {
+	case h.reload <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the runner did not take the reload signal within 5s")
+	}
+	h.waitFor("b tried again", func() bool { return slices.Contains(triedNow(), "b") })
+	last := h.r.Snapshot().LastReload
+	if last.Trigger != TriggerSignal || !last.Successful || last.Restarted != 1 || last.Unchanged != 1 {
+		t.Fatalf("last reload %+v, want a successful one on signal that restarted b and left a", last)
+	}
+	if !strings.Contains(h.log.String(), "reloading on signal") {
+		t.Fatalf("no log line for the signal:\n%s", h.log.String())
+	}
+	if got := triedNow(); !slices.Equal(got, []string{"b"}) || h.current()["a"] != a {
+		t.Fatalf("start attempts %q, a restarted: %v; want b retried once and a untouched", got, h.current()["a"] != a)
 	}
 }
 

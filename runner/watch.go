@@ -28,18 +28,20 @@ const debounce = 30 * time.Millisecond
 // each burst of events, acting only when the content changed.
 type fileWatch struct {
 	path    string
+	quiet   time.Duration // the debounce
 	w       *fsnotify.Watcher
 	dirs    map[string]bool // watched directories
 	last    []byte          // content last read (valid or not)
 	missing bool            // the file is gone; said so once
 }
 
-func watchFile(path string) (*fileWatch, error) {
+// watchFile watches path; it is read once it has been quiet for quiet.
+func watchFile(path string, quiet time.Duration) (*fileWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	f := &fileWatch{path: path, w: w, dirs: map[string]bool{}}
+	f := &fileWatch{path: path, quiet: quiet, w: w, dirs: map[string]bool{}}
 	if err := f.watchDirs(); err != nil {
 		w.Close()
 		return nil, err
@@ -98,7 +100,7 @@ func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, requests <-
 				return errors.New("file watch closed")
 			}
 			if f.relevant(ev) {
-				timer.Reset(debounce)
+				timer.Reset(f.quiet)
 			}
 		case err, ok := <-f.w.Errors:
 			if !ok {
