@@ -17,6 +17,8 @@
 //     terminal's theme applies and downsampling has nothing to lose.
 //   - Env's output depends only on the forwards' names and bound ports,
 //     in a fixed order, so rewriting an unchanged ports file is a no-op.
+//     When two lines would set the same variable, the first in that order
+//     keeps it and EnvCollisions names the others.
 //   - Live runs inline, never on the alternate screen: log lines printed
 //     through its Writer scroll above the table and stay in the terminal's
 //     scrollback, and so does the last table when it ends. Keys never end

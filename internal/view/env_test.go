@@ -1,6 +1,7 @@
 package view
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/kforward/kforward/forward"
@@ -61,5 +62,35 @@ func TestEnvIsStable(t *testing.T) {
 	}
 	if a[0].Name != "b" {
 		t.Error("Env reordered its argument")
+	}
+}
+
+// Names that sanitise alike: the first line in Env's order keeps the
+// variable, whatever order the forwards come in, and the rest are named.
+func TestEnvCollisions(t *testing.T) {
+	forwards := []forward.Status{
+		{Name: "web_1", Ports: []forward.PortStatus{{Local: 8081, Remote: "80"}, {Local: 8443, Remote: "443"}}},
+		{Name: "api", Ports: []forward.PortStatus{{Local: 8080, Remote: "80"}, {Local: 9090, Remote: "80"}}},
+		{Name: "web-1", Ports: []forward.PortStatus{{Local: 7070, Remote: "80"}}},
+	}
+	want := "API_PORT=8080\nAPI_PORT_80=8080\n" +
+		"WEB_1_PORT=7070\nWEB_1_PORT_80=7070\n" +
+		"WEB_1_PORT_443=8443\n"
+	wantCollisions := []string{
+		"API_PORT_80: api 9090:80 collides with api 8080:80",
+		"WEB_1_PORT: web_1 collides with web-1",
+		"WEB_1_PORT_80: web_1 8081:80 collides with web-1 7070:80",
+	}
+	for range 3 {
+		if got := Env(forwards); got != want {
+			t.Errorf("got:\n%s\nwant:\n%s", got, want)
+		}
+		if got := EnvCollisions(forwards); !slices.Equal(got, wantCollisions) {
+			t.Errorf("collisions:\n got %q\nwant %q", got, wantCollisions)
+		}
+		slices.Reverse(forwards)
+	}
+	if got := EnvCollisions(forwards[:1]); len(got) != 0 {
+		t.Errorf("collisions of one forward with distinct ports: %q", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type Live struct {
 	in          io.Reader
 	snapshot    func() (runner.Snapshot, error)
 	onInterrupt func()
+	color       bool                // NO_COLOR not set when it was made
 	opts        []tea.ProgramOption // tests: a fixed window size
 
 	mu      sync.Mutex
@@ -43,7 +45,8 @@ type Live struct {
 // NewLive returns the live view of snapshot, drawn on out and reading keys
 // from in (nil: no keys; a terminal is put in raw mode while the view
 // runs, so Ctrl-C arrives as a key, not SIGINT). Pass the terminal itself
-// as out: its size and colour support are read from it.
+// as out: its size and colour support are read from it. The table has no
+// colour when NO_COLOR is set to anything but "" (https://no-color.org).
 //
 // snapshot is called about four times a second from goroutines of the
 // view, two at once at the very end, so it must be safe for concurrent
@@ -51,7 +54,8 @@ type Live struct {
 // table (`kforward status --watch` when nothing answers). onInterrupt is
 // called on Ctrl-C and q, on the view's event loop: it must not block.
 func NewLive(out io.Writer, in io.Reader, snapshot func() (runner.Snapshot, error), onInterrupt func()) *Live {
-	return &Live{out: out, in: in, snapshot: snapshot, onInterrupt: onInterrupt, wake: make(chan struct{}, 1)}
+	return &Live{out: out, in: in, snapshot: snapshot, onInterrupt: onInterrupt, color: os.Getenv("NO_COLOR") == "",
+		wake: make(chan struct{}, 1)}
 }
 
 // Writer returns an io.Writer for log output: each complete line is
@@ -101,7 +105,7 @@ func (l *Live) take() []string {
 // caller ends ctx when it is done.
 func (l *Live) Run(ctx context.Context) error {
 	m := newModel(l.snapshot, l.onInterrupt, time.Now)
-	m.wide = l.Wide
+	m.wide, m.color = l.Wide, l.color
 	opts := append([]tea.ProgramOption{
 		tea.WithOutput(l.out),
 		tea.WithInput(l.in),
@@ -188,6 +192,7 @@ type model struct {
 	width   int
 	height  int
 	wide    bool
+	color   bool
 }
 
 func newModel(snapshot func() (runner.Snapshot, error), onInterrupt func(), clock func() time.Time) *model {
@@ -284,5 +289,5 @@ func (m *model) View() tea.View {
 	if m.height > 1 {
 		height = m.height - 1 // the line the cursor waits on
 	}
-	return tea.NewView(Table(m.snap, &m.rates, m.shownAt, width, Options{Wide: m.wide, Color: true, Height: height, Err: m.err}))
+	return tea.NewView(Table(m.snap, &m.rates, m.shownAt, width, Options{Wide: m.wide, Color: m.color, Height: height, Err: m.err}))
 }

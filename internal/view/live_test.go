@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -278,5 +279,37 @@ func TestLiveRunPrintsLogAboveAndEndsWithContext(t *testing.T) {
 	}
 	if strings.Contains(got, "\x1b[?1049h") {
 		t.Error("the view used the alternate screen")
+	}
+}
+
+// NO_COLOR (https://no-color.org), set to anything, takes the colour out
+// of the table; the terminal's own codes (cursor, erase) stay.
+func TestLiveHonoursNoColor(t *testing.T) {
+	sgr := regexp.MustCompile(`\x1b\[[0-9;:]*[1-9][0-9;:]*m`) // sets a colour or attribute; resets excluded
+	for _, c := range []struct {
+		noColor   string
+		wantColor bool
+	}{{"", true}, {"1", false}, {"0", false}} {
+		t.Run("NO_COLOR="+c.noColor, func(t *testing.T) {
+			t.Setenv("NO_COLOR", c.noColor)
+			var out syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			l := NewLive(&out, nil, func() (runner.Snapshot, error) { return fixture(), nil }, nil)
+			// the program's own environment, without NO_COLOR: its colour
+			// detection sees a colour terminal, so only the view can take
+			// the colour out
+			l.opts = []tea.ProgramOption{tea.WithWindowSize(120, 30), tea.WithEnvironment([]string{"TERM=xterm-256color", "CLICOLOR_FORCE=1"})}
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			eventually(t, "the table", func() bool { return strings.Contains(out.String(), "grafana") })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got := sgr.FindAllString(out.String(), -1); (len(got) > 0) != c.wantColor {
+				t.Errorf("colour codes %q, want colour: %v", got, c.wantColor)
+			}
+		})
 	}
 }
