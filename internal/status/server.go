@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,9 +30,14 @@ const DefaultAddr = "127.0.0.1:7355"
 type Source interface {
 	Snapshot() runner.Snapshot
 	Reload(ctx context.Context) (runner.Reload, error)
+	// Loaded is closed once the forwards file is loaded and its forwards
+	// started; before that a snapshot's empty list says nothing about
+	// readiness.
+	Loaded() <-chan struct{}
 }
 
-// Handler serves src's state over HTTP.
+// Handler serves src's state over HTTP, to this machine's programs only
+// unless it listens elsewhere (see guard).
 func Handler(src Source) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -47,6 +54,12 @@ func Handler(src Source) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-src.Loaded():
+		default:
+			http.Error(w, "not ready: the forwards file is not loaded yet", http.StatusServiceUnavailable)
+			return
+		}
 		notReady := NotReady(src.Snapshot().Forwards)
 		if len(notReady) == 0 {
 			fmt.Fprintln(w, "ok: every forward is active")
@@ -79,7 +92,7 @@ func Handler(src Source) http.Handler {
 			fmt.Fprintln(w, e)
 		}
 	})
-	return mux
+	return guard(mux)
 }
 
 // NotReady names each forward that is not active, and why: one line each,
@@ -93,13 +106,23 @@ func NotReady(forwards []forward.Status) []string {
 		line := s.Name + ": " + string(s.State)
 		switch {
 		case s.State == forward.WaitingForPod && s.LastError == "":
-			line += ": no ready pod of " + s.Target
+			line += ": " + noPod(s.Target)
 		case s.LastError != "":
 			line += ": " + s.LastError
 		}
 		out = append(out, line)
 	}
 	return out
+}
+
+// noPod says what a forward waiting for a pod of target waits for: a
+// pod target needs its pod Running; the others take a Ready pod, else a
+// Running one.
+func noPod(target string) string {
+	if strings.HasPrefix(target, "pod/") {
+		return "no running pod of " + target
+	}
+	return "no ready or running pod of " + target
 }
 
 // ReloadLine says in one line what a reload did.
@@ -119,32 +142,47 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
-// CheckAddr refuses a status address that would be reachable from other
-// machines without saying so: the host must be a loopback address or
-// "localhost", unless explicit (an IP or name given on the command line).
-// An empty host (":7355", every interface) is never accepted implicitly.
+// CheckAddr refuses a status address that is mistyped, or that would be
+// reachable from other machines without saying so. The port must be a
+// number from 1 to 65535 (a status endpoint needs a port known in
+// advance), the host an IP address or "localhost": a name would be bound
+// on whatever it resolves to. A non-loopback host is accepted only when
+// explicit (given on the command line); an empty host (":7355", every
+// interface) never is.
 func CheckAddr(addr string, explicit bool) error {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("status address %q: %w", addr, err)
+		return fmt.Errorf("status address %q: want IP:PORT, e.g. %s", addr, DefaultAddr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("status address %q: the port must be a number from 1 to 65535", addr)
 	}
 	switch {
 	case host == "":
 		return fmt.Errorf("status address %q listens on every interface; give the address to mean it (0.0.0.0%s), or use 127.0.0.1", addr, addr)
 	case isLoopback(host):
 		return nil
+	case !isIP(host):
+		return fmt.Errorf("status address %q: give an IP address (127.0.0.1, or the one to listen on) or localhost, not a host name", addr)
 	case !explicit:
 		return fmt.Errorf("status address %q is reachable from other machines; give it on the command line (--status-addr) to mean it", addr)
 	}
 	return nil
 }
 
+// isLoopback reports whether host (no port, no brackets) is "localhost" or
+// a loopback IP.
 func isLoopback(host string) bool {
-	if host == "localhost" {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+func isIP(host string) bool {
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 // Serve serves h on addr until ctx ends. An address that cannot be bound

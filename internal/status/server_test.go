@@ -3,6 +3,8 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,13 +27,24 @@ import (
 // checks it after real traffic on a real cluster.
 
 type fakeSource struct {
-	snap   runner.Snapshot
-	reload runner.Reload
+	snap     runner.Snapshot
+	reload   runner.Reload
+	reloads  int
+	unloaded bool // the file is not loaded yet
 }
 
 func (f *fakeSource) Snapshot() runner.Snapshot { return f.snap }
 func (f *fakeSource) Reload(context.Context) (runner.Reload, error) {
+	f.reloads++
 	return f.reload, nil
+}
+
+func (f *fakeSource) Loaded() <-chan struct{} {
+	ch := make(chan struct{})
+	if !f.unloaded {
+		close(ch)
+	}
+	return ch
 }
 
 var at = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
@@ -50,10 +63,12 @@ func snapshot() runner.Snapshot {
 	}
 }
 
+// get asks h as `kforward status` and curl do: Host 127.0.0.1:7355, no
+// Origin.
 func get(t *testing.T, h http.Handler, method, path string) *http.Response {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	h.ServeHTTP(rec, httptest.NewRequest(method, "http://"+DefaultAddr+path, nil))
 	return rec.Result()
 }
 
@@ -165,6 +180,34 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
+func TestReadyzBeforeTheFileIsLoaded(t *testing.T) {
+	src := &fakeSource{unloaded: true} // no forwards yet: none is waiting
+	resp := get(t, Handler(src), "GET", "/readyz")
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || string(body) != "not ready: the forwards file is not loaded yet\n" {
+		t.Errorf("got %d %q, want 503 not loaded yet", resp.StatusCode, body)
+	}
+	if resp := get(t, Handler(src), "GET", "/status"); resp.StatusCode != http.StatusOK {
+		t.Errorf("/status before load: %d, want 200 with what there is", resp.StatusCode)
+	}
+}
+
+func TestNotReadySaysWhichPodIsMissing(t *testing.T) {
+	got := NotReady([]forward.Status{
+		{Name: "one", Target: "pod/one", State: forward.WaitingForPod},
+		{Name: "web", Target: "deployment/web", State: forward.WaitingForPod},
+		{Name: "db", Target: "service/db", State: forward.WaitingForPod, LastError: "service db has no selector"},
+	})
+	want := []string{
+		"one: waiting-for-pod: no running pod of pod/one",
+		"web: waiting-for-pod: no ready or running pod of deployment/web",
+		"db: waiting-for-pod: service db has no selector",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
 func TestReloadEndpoint(t *testing.T) {
 	src := &fakeSource{reload: runner.Reload{Successful: true, Changes: runner.Changes{Added: 1, Unchanged: 2}}}
 	h := Handler(src)
@@ -198,9 +241,29 @@ func TestCheckAddr(t *testing.T) {
 		{"192.168.1.5:7355", true, true},
 		{":7355", true, false},
 		{"7355", true, false},
+		{"[fe80::1%eth0]:7355", true, true},
 	} {
 		if err := CheckAddr(c.addr, c.explicit); (err == nil) != c.ok {
 			t.Errorf("CheckAddr(%q, %v) = %v, want ok=%v", c.addr, c.explicit, err, c.ok)
+		}
+	}
+}
+
+func TestCheckAddrRefusesTypos(t *testing.T) {
+	for _, c := range []struct{ addr, want string }{
+		{"127.0.0.1:99999", `status address "127.0.0.1:99999": the port must be a number from 1 to 65535`},
+		{"127.0.0.1:abc", `status address "127.0.0.1:abc": the port must be a number from 1 to 65535`},
+		{"127.0.0.1:0", `status address "127.0.0.1:0": the port must be a number from 1 to 65535`},
+		{"127.0.0.1:-1", `status address "127.0.0.1:-1": the port must be a number from 1 to 65535`},
+		{"127.0.0.1", `status address "127.0.0.1": want IP:PORT, e.g. 127.0.0.1:7355`},
+		{"example.com:7355", `status address "example.com:7355": give an IP address (127.0.0.1, or the one to listen on) or localhost, not a host name`},
+		{"localhost.example.com:7355", `status address "localhost.example.com:7355": give an IP address (127.0.0.1, or the one to listen on) or localhost, not a host name`},
+	} {
+		for _, explicit := range []bool{false, true} {
+			err := CheckAddr(c.addr, explicit)
+			if err == nil || err.Error() != c.want {
+				t.Errorf("CheckAddr(%q, %v):\n got %v\nwant %s", c.addr, explicit, err, c.want)
+			}
 		}
 	}
 }
@@ -232,7 +295,40 @@ func TestFetchNothingRunning(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	_, err := Fetch(context.Background(), addr)
-	if err == nil || err.Error() != "no kforward running at "+addr {
+	if err == nil || err.Error() != "no kforward running at "+addr || !errors.Is(err, ErrNotRunning) {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestFetchRefusesAnAddressWithoutPort(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1", "127.0.0.1:", ":7355", "127.0.0.1:http", "127.0.0.1:70000", "http://127.0.0.1:7355"} {
+		_, err := FetchJSON(context.Background(), addr)
+		want := fmt.Sprintf("invalid address %q: want HOST:PORT, e.g. 127.0.0.1:7355", addr)
+		if err == nil || err.Error() != want {
+			t.Errorf("FetchJSON(%q):\n got %v\nwant %s", addr, err, want)
+		}
+	}
+}
+
+// Only a refused connection means nothing is running there; a name that
+// does not resolve says so.
+func TestFetchOtherDialErrorsKeepTheirMessage(t *testing.T) {
+	addr := "kforward-test.invalid:7355" // .invalid never resolves (RFC 2606)
+	_, err := Fetch(context.Background(), addr)
+	if err == nil || errors.Is(err, ErrNotRunning) || !strings.HasPrefix(err.Error(), "ask kforward at "+addr+": dial tcp: lookup kforward-test.invalid") {
+		t.Errorf("err = %v, want the lookup failure", err)
+	}
+}
+
+// The guard lets the client through, over a real loopback connection.
+func TestFetchFromTheEndpoint(t *testing.T) {
+	srv := httptest.NewServer(Handler(&fakeSource{snap: snapshot()}))
+	defer srv.Close()
+	got, err := Fetch(context.Background(), srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := snapshot(); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
