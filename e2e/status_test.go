@@ -12,16 +12,20 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kforward/kforward/forward"
+	kfstatus "github.com/kforward/kforward/internal/status"
 	"github.com/kforward/kforward/runner"
 )
 
@@ -46,6 +50,9 @@ func readPortsFile(t *testing.T, path string) map[string]string {
 	}
 	m := map[string]string{}
 	for line := range strings.Lines(string(data)) {
+		if strings.HasPrefix(line, "#") { // the marker: kforward wrote it
+			continue
+		}
 		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
 		if !ok {
 			t.Fatalf("ports file line %q is not NAME=VALUE", line)
@@ -232,7 +239,7 @@ func TestStatusEndpoint(t *testing.T) {
 		}
 		env, _, _ := status("-o", "env")
 		file, _ := os.ReadFile(portsFile)
-		if env != string(file) || !strings.Contains(env, "WEB_PORT="+ports["WEB_PORT"]+"\n") {
+		if string(file) != kfstatus.PortsMarker+"\n"+env || !strings.Contains(env, "WEB_PORT="+ports["WEB_PORT"]+"\n") {
 			t.Errorf("kforward status -o env:\n%s\nports file:\n%s", env, file)
 		}
 		nobody := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -306,4 +313,60 @@ func kforwardStatus(t *testing.T, addr string, args ...string) (stdout, stderr s
 		code = exit.ExitCode()
 	}
 	return out.String(), errOut.String(), code
+}
+
+// No credential leaves kforward: with a bearer-token kubeconfig, at the
+// highest verbosity, the token appears nowhere in what kforward wrote, in
+// /status or in /metrics.
+func TestNoCredentialInOutput(t *testing.T) {
+	c := needCluster(t)
+	ns := namespaceWithPod(t, c, "web")
+	kubeconfig := deniedKubeconfig(t, c, ns) // a service account's token, context "denied"
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "forward"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"get", "create"}},
+		},
+	}
+	if _, err := c.Client.RbacV1().Roles(ns).Create(t.Context(), role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "forward"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "forward"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "nobody", Namespace: ns}},
+	}
+	if _, err := c.Client.RbacV1().RoleBindings(ns).Create(t.Context(), binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := cfg.AuthInfos["nobody"].Token
+
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf("kubeconfig: %s\ndefaults: {context: denied, namespace: %s}\nforwards:\n  - name: web\n    pod: web\n    ports: [\":http\"]\n", kubeconfig, ns)), 0o644)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	k := startRun(t, file, "-vvvvvvvvvv", "--status-addr", addr) // client-go at its most verbose (9): request headers included
+	summary := k.line(t)
+	waitFor(t, 30*time.Second, "/readyz 200", func() bool { code, _ := statusGet(t, addr, "/readyz"); return code == 200 })
+	if _, err := get(strings.Fields(summary)[1], "/"); err != nil {
+		t.Fatalf("a request through the forward: %v", err)
+	}
+	_, st := statusGet(t, addr, "/status")
+	_, metrics := statusGet(t, addr, "/metrics")
+	k.cmd.Process.Signal(syscall.SIGINT)
+	k.wait(t, 10*time.Second)
+
+	for what, text := range map[string]string{"the log (-v x10)": k.stderr.String(), "stdout": summary, "/status": st, "/metrics": metrics} {
+		if strings.Contains(text, token) || strings.Contains(text, token[len(token)-16:]) {
+			t.Errorf("the token appears in %s", what)
+		}
+	}
+	if !strings.Contains(k.stderr.String(), "Authorization") {
+		t.Errorf("client-go at verbosity 9 did not log's requests, so the check proves little:\n%.2000s", k.stderr.String())
+	}
+	t.Logf("token of %d bytes: absent from %d bytes of log, /status and /metrics", len(token), len(k.stderr.String()))
 }

@@ -59,6 +59,11 @@ every forward is active) and POST /-/reload.`,
 					return err
 				}
 			}
+			if portsFile != "" {
+				if err := status.CheckPortsFile(portsFile); err != nil {
+					return err
+				}
+			}
 			if profile != "" {
 				stopProfile, err := startCPUProfile(profile)
 				if err != nil {
@@ -219,7 +224,9 @@ func startCPUProfile(path string) (stop func(), err error) {
 func newLogger(w io.Writer, format string, verbose int, live, color bool) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if verbose > 0 {
-		opts.Level = slog.LevelDebug
+		// klog's V(n) records arrive as slog level -n: let through as many
+		// as klog is asked for, and at least slog's own debug level.
+		opts.Level = min(slog.LevelDebug, slog.Level(-(verbose - 1)))
 	}
 	var h slog.Handler
 	switch format {
