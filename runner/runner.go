@@ -9,6 +9,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +50,8 @@ type Runner struct {
 
 	requests chan chan<- Reload // Reload's requests to the file watch
 	loaded   chan struct{}      // closed once the file is loaded and its forwards started
+	stopped  chan struct{}      // closed when Run stops reading the file: Reload fails from then on
+	stopOnce sync.Once
 
 	mu       sync.Mutex
 	forwards map[string]*running
@@ -83,7 +87,7 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{})}
+	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{}), stopped: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -107,6 +111,7 @@ func New(opts Options) *Runner {
 // gives open ones the grace period, and stops every forward. An invalid
 // file at start is an error (see config.Errors); later it changes nothing.
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.stopOnce.Do(func() { close(r.stopped) })
 	f, err := watchFile(r.opts.File, r.debounce)
 	if err != nil {
 		return err
@@ -138,15 +143,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			res.Errors = errorLines(err)
-			r.record(res)
-			return res
+			return r.record(res)
 		}
 		res.Successful, res.Changes = true, r.apply(life, cfg)
-		r.log.Info("reloaded", "file", r.opts.File, "added", res.Added, "removed", res.Removed, "restarted", res.Restarted, "unchanged", res.Unchanged)
-		r.record(res)
+		r.log.Info("reloaded", "file", r.opts.File, "added", names(res.AddedNames), "removed", names(res.RemovedNames),
+			"restarted", names(res.RestartedNames), "unchanged", res.Unchanged)
+		res = r.record(res)
 		r.printSummary(ctx)
 		return res
 	})
+	r.stopOnce.Do(func() { close(r.stopped) }) // no more reloads during the grace period
 	r.shutdown()
 	return err
 }
@@ -161,6 +167,8 @@ func (r *Runner) Reload(ctx context.Context) (Reload, error) {
 	reply := make(chan Reload, 1)
 	select {
 	case r.requests <- reply:
+	case <-r.stopped:
+		return Reload{}, errStopped
 	case <-ctx.Done():
 		return Reload{}, ctx.Err()
 	}
@@ -186,13 +194,27 @@ func errorLines(err error) []string {
 	return lines
 }
 
-// Changes counts what a reload did to the forwards, by name.
+// Changes counts what a reload did to the forwards, and names them.
 type Changes struct {
-	Added     int `json:"added"`
-	Removed   int `json:"removed"`
-	Restarted int `json:"restarted"`
-	Unchanged int `json:"unchanged"`
+	Added          int      `json:"added"`
+	Removed        int      `json:"removed"`
+	Restarted      int      `json:"restarted"`
+	Unchanged      int      `json:"unchanged"`
+	AddedNames     []string `json:"addedNames,omitempty"`
+	RemovedNames   []string `json:"removedNames,omitempty"`
+	RestartedNames []string `json:"restartedNames,omitempty"`
 }
+
+// names is a list of forward names for the log: "none", or "a, b".
+func names(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
+}
+
+// errStopped is Reload's error once Run is shutting down or has returned.
+var errStopped = errors.New("kforward is stopping")
 
 // apply makes the running forwards those of cfg, by name: removed ones
 // stop, changed ones (and ones that could not start) restart, new ones
@@ -210,11 +232,13 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
 		switch {
 		case !ok:
 			c.Added++
+			c.AddedNames = append(c.AddedNames, s.Name)
 		case rf.spec.Equal(s) && rf.startErr() == nil:
 			c.Unchanged++
 			continue
 		default:
 			c.Restarted++
+			c.RestartedNames = append(c.RestartedNames, s.Name)
 			stop = append(stop, rf)
 			delete(r.forwards, s.Name)
 		}
@@ -223,10 +247,12 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
 	for name, rf := range r.forwards {
 		if !inFile[name] {
 			c.Removed++
+			c.RemovedNames = append(c.RemovedNames, name)
 			stop = append(stop, rf)
 			delete(r.forwards, name)
 		}
 	}
+	slices.Sort(c.RemovedNames)
 	r.mu.Unlock()
 
 	stopAll(stop, 0) // first: a changed forward may keep its local port

@@ -262,7 +262,7 @@ func TestReloadIsADiffByName(t *testing.T) {
 	if h.startCount() != 5 {
 		t.Errorf("%d starts, want 5 (3, then changed and added)", h.startCount())
 	}
-	if !strings.Contains(h.log.String(), "added=1 removed=1 restarted=1 unchanged=1") {
+	if !strings.Contains(h.log.String(), `added=added removed=removed restarted=changed unchanged=1`) {
 		t.Errorf("reload log line:\n%s", h.log.String())
 	}
 	h.waitFor("the second summary", func() bool {
@@ -396,6 +396,9 @@ func TestStartErrorSaidOnce(t *testing.T) {
 	})
 	if n := strings.Count(h.log.String(), `level=ERROR msg="cannot start forward; retrying"`); n != 1 {
 		t.Errorf("%d error lines for one cause shared by 3 forwards, want 1:\n%s", n, h.log.String())
+	}
+	if n := strings.Count(h.out.String(), "(not running: see the error above)"); n != 3 || strings.Contains(h.out.String(), `"missing"`) {
+		t.Errorf("the summary repeats the shared cause (%d lines point to the log, want 3):\n%s", n, h.out.String())
 	}
 }
 
@@ -544,5 +547,27 @@ func TestFailedStartRetried(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "msg=\"forward started\" forward=a") {
 		t.Errorf("no line saying it started after all:\n%s", log.String())
+	}
+}
+
+// Reload answers with what it did, stamped and named; once Run has
+// returned it fails at once instead of waiting for a reader.
+func TestReloadResult(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+	h.write(forwardsFile(map[string]int{"a": 9001, "b": 9002}))
+	h.waitFor("b", func() bool { return h.current()["b"] != nil })
+	before := time.Now()
+	res, err := h.r.Reload(context.Background())
+	if err != nil || !res.Successful || res.At.Before(before) || res.Unchanged != 2 || res.Trigger != TriggerRequest {
+		t.Errorf("Reload = %+v, %v", res, err)
+	}
+	if last := h.r.Snapshot().LastReload; !last.At.Equal(res.At) {
+		t.Errorf("the snapshot's last reload at %s, Reload said %s", last.At, res.At)
+	}
+	h.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.r.Reload(ctx); !errors.Is(err, errStopped) {
+		t.Errorf("Reload after Run returned: %v, want %v", err, errStopped)
 	}
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -39,7 +40,8 @@ const (
 	TriggerRequest = "request" // Runner.Reload
 )
 
-func (r *Runner) record(res Reload) {
+// record keeps res as the last reload, stamped with the time, and returns it.
+func (r *Runner) record(res Reload) Reload {
 	res.At = time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -50,6 +52,7 @@ func (r *Runner) record(res Reload) {
 	if res.Successful {
 		r.lastOK = res.At
 	}
+	return res
 }
 
 // Snapshot returns the runner's state now.
@@ -105,6 +108,9 @@ func (rf *running) status() forward.Status {
 // (so a free port's chosen number is visible) or it has failed, waiting at
 // most a moment.
 func (r *Runner) printSummary(ctx context.Context) {
+	if r.opts.Out == io.Discard { // the live view shows it
+		return
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		settled := true
@@ -124,10 +130,17 @@ func (r *Runner) printSummary(ctx context.Context) {
 		targets[name] = rf.spec.Target.String()
 	}
 	r.mu.Unlock()
-	for _, s := range r.Statuses() {
+	all := r.Statuses()
+	shared := map[string]int{} // a cause of many forwards (no kubeconfig) is said once, in the log
+	for _, s := range all {
+		shared[s.LastError]++
+	}
+	for _, s := range all {
 		addrs := strings.Join(s.Addresses, ", ")
 		switch {
 		case addrs != "":
+		case s.LastError != "" && shared[s.LastError] > 1:
+			addrs = "(not running: see the error above)"
 		case s.LastError != "":
 			addrs = "(not running: " + s.LastError + ")"
 		default:
