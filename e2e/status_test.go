@@ -284,6 +284,20 @@ func TestStatusEndpoint(t *testing.T) {
 		}
 		os.WriteFile(file, []byte(base), 0o644)
 		waitFor(t, 10*time.Second, "extra-one gone from the ports file", func() bool { return len(readPortsFile(t, portsFile)) == 4 })
+
+		asked := time.Now()
+		req, _ = http.NewRequest("POST", "http://"+addr+"/-/reload", nil)
+		req.Header.Set("Accept", "application/json")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res runner.Reload
+		err = json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !res.Successful || res.Trigger != runner.TriggerRequest || res.At.Before(asked) || res.Unchanged != 2 {
+			t.Errorf("POST /-/reload as JSON: %d %+v %v", resp.StatusCode, res, err)
+		}
 	})
 }
 
