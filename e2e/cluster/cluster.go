@@ -75,8 +75,32 @@ type Cluster struct {
 
 // Start builds the binaries if needed (see EnsureBinaries), starts every
 // component on free 127.0.0.1 ports and returns once the API is ready, the
-// node is Ready and schedulable, and the default ServiceAccount exists.
-func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+// node is Ready and schedulable, and the default ServiceAccount exists. A
+// free port can be taken by another process between being chosen and being
+// bound: then the cluster is started again on new ports, up to 3 times.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := start(ctx, opts)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+		fmt.Fprintf(opts.progress(), "cluster: a port was taken before it was bound; starting again (%v)\n", firstLine(err))
+	}
+}
+
+func (o Options) progress() io.Writer {
+	if o.Progress == nil {
+		return os.Stderr
+	}
+	return o.Progress
+}
+
+func firstLine(err error) string {
+	line, _, _ := strings.Cut(err.Error(), "\n")
+	return line
+}
+
+func start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Progress == nil {
 		opts.Progress = os.Stderr
 	}
