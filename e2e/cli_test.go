@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 var built struct {
@@ -47,14 +49,14 @@ func kforwardBinary(t *testing.T) string {
 type kforwardRun struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Scanner
-	stderr *lockedBuffer
+	stderr *testutil.Buffer
 	exited chan struct{}
 	err    error
 }
 
 func startRun(t *testing.T, file string, args ...string) *kforwardRun {
 	t.Helper()
-	k := &kforwardRun{stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	k := &kforwardRun{stderr: &testutil.Buffer{}, exited: make(chan struct{})}
 	k.cmd = exec.Command(kforwardBinary(t), append([]string{"run", "-f", file}, args...)...)
 	k.cmd.Stderr = k.stderr
 	out, err := k.cmd.StdoutPipe()

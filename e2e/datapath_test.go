@@ -15,6 +15,7 @@ import (
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/e2e/cluster"
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // The data path against kube-apiserver and kwok (which runs the kubelet's
@@ -35,7 +36,7 @@ func TestStalledClient(t *testing.T) {
 			s := spec("stall", ns, config.Target{Kind: config.Pod, Name: "p"}, ":http")
 			s.Transport = tr
 			s.Health = config.Health{Interval: 2 * time.Second, Timeout: time.Second}
-			log := &lockedBuffer{}
+			log := &testutil.Buffer{}
 			f := startForwardLog(t, c, s, slog.New(slog.NewTextHandler(log, nil)))
 			addr := waitActive(t, f).Addresses[0]
 

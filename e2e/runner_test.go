@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 
 	"github.com/kforward/kforward/e2e/cluster"
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/testutil"
 	"github.com/kforward/kforward/runner"
 )
 
@@ -33,8 +32,8 @@ type runningFile struct {
 	t      testing.TB
 	file   string
 	r      *runner.Runner
-	log    *lockedBuffer
-	out    *lockedBuffer
+	log    *testutil.Buffer
+	out    *testutil.Buffer
 	reload chan struct{}
 }
 
@@ -43,7 +42,7 @@ type runningFile struct {
 func runFile(t testing.TB, content string) *runningFile {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
-	rf := &runningFile{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &lockedBuffer{}, out: &lockedBuffer{}, reload: make(chan struct{})}
+	rf := &runningFile{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &testutil.Buffer{}, out: &testutil.Buffer{}, reload: make(chan struct{})}
 	rf.write(content)
 	rf.r = runner.New(runner.Options{File: rf.file, Out: rf.out, Log: slog.New(slog.NewTextHandler(rf.log, nil)), Reload: rf.reload, Grace: 100 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,23 +85,6 @@ func (rf *runningFile) waitState(name string, state forward.State) forward.Statu
 	var s forward.Status
 	waitFor(rf.t, 30*time.Second, name+" "+string(state), func() bool { s = rf.status(name); return s.State == state })
 	return s
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freePort(t testing.TB) int {

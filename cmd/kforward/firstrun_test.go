@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // The first things a new user tries, each checked word for word.
@@ -30,23 +30,6 @@ func TestRunWithoutFile(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runUntil runs `kforward run` on content until its log has want, then
 // stops it and returns the log.
 func runUntil(t *testing.T, content string, want *regexp.Regexp) string {
@@ -57,7 +40,7 @@ func runUntil(t *testing.T, content string, want *regexp.Regexp) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testutil.Buffer
 	done := make(chan int)
 	go func() {
 		done <- Main(ctx, []string{"run", "-f", file, "--status-addr", "off", "--grace", "0s"}, &stdout, &stderr)

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/testutil"
 	"github.com/kforward/kforward/runner"
 )
 
@@ -205,25 +205,6 @@ func TestLiveWriterWhileRunningQueuesLinesInOrder(t *testing.T) {
 	}
 }
 
-// syncBuffer is the terminal's side of a test program: written by its
-// renderer, read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -238,7 +219,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestLiveRunPrintsLogAboveAndEndsWithContext(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer // the terminal's side: written by the renderer, read by the test
 	var fetched atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -292,7 +273,7 @@ func TestLiveHonoursNoColor(t *testing.T) {
 	}{{"", true}, {"1", false}, {"0", false}} {
 		t.Run("NO_COLOR="+c.noColor, func(t *testing.T) {
 			t.Setenv("NO_COLOR", c.noColor)
-			var out syncBuffer
+			var out testutil.Buffer // the terminal's side: written by the renderer, read by the test
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			l := NewLive(&out, nil, func() (runner.Snapshot, error) { return fixture(), nil }, nil)
