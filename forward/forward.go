@@ -35,7 +35,8 @@ type Env struct {
 	Config    *rest.Config
 	Client    kubernetes.Interface
 	Namespace string
-	Pods      Pods // nil: the forward watches the namespace's pods itself
+	Pods      Pods    // nil: the forward watches the namespace's pods itself
+	Targets   Targets // nil: the forward asks the API server for its service or workload
 	Log       *slog.Logger
 }
 
@@ -284,7 +285,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		}
 	}()
 	for ctx.Err() == nil {
-		tgt, err := resolve(ctx, f.env.Client, f.env.Namespace, f.spec.Target)
+		tgt, err := resolve(ctx, f.env.Client, f.env.Targets, f.env.Namespace, f.spec.Target)
 		if err != nil {
 			f.fail(WaitingForPod, err)
 			if !wait(b.NextBackOff()) {

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -210,56 +212,78 @@ type target struct {
 	service  *corev1.Service // only for a service target
 }
 
-// resolve looks the target up in the API: a workload's or service's
-// selector (fetched again on every reconnect, so edits are followed).
-func resolve(ctx context.Context, client kubernetes.Interface, namespace string, t config.Target) (target, error) {
-	var sel *metav1.LabelSelector
+// Targets looks up the service or workload a forward targets, in its
+// namespace. A shared cache (the runner's informers) answers without a
+// request, so that many forwards reconnecting at once (after an API-server
+// restart) do not queue behind the client's rate limit.
+type Targets interface {
+	// Target returns the object t names: a *corev1.Service,
+	// *appsv1.Deployment, *appsv1.StatefulSet, *appsv1.DaemonSet or
+	// *appsv1.ReplicaSet, or an error for which apierrors.IsNotFound holds
+	// if there is none.
+	Target(ctx context.Context, t config.Target) (runtime.Object, error)
+}
+
+// resolve looks the target up: a workload's or service's selector, looked
+// up again on every reconnect (so edits are followed) in targets, or with
+// a request if targets is nil.
+func resolve(ctx context.Context, client kubernetes.Interface, targets Targets, namespace string, t config.Target) (target, error) {
 	switch t.Kind {
 	case config.Pod:
 		return target{selector: labels.Everything(), podName: t.Name}, nil
 	case config.Selector:
 		return target{selector: labels.SelectorFromSet(t.Selector)}, nil
-	case config.Service:
-		svc, err := client.CoreV1().Services(namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if err != nil {
-			return target{}, err
-		}
-		if len(svc.Spec.Selector) == 0 {
+	}
+	var obj runtime.Object
+	var err error
+	if targets != nil {
+		obj, err = targets.Target(ctx, t)
+	} else {
+		obj, err = getTarget(ctx, client, namespace, t)
+	}
+	if err != nil {
+		return target{}, err
+	}
+	var sel *metav1.LabelSelector
+	switch o := obj.(type) {
+	case *corev1.Service:
+		if len(o.Spec.Selector) == 0 {
 			return target{}, fmt.Errorf("service %s has no selector", t.Name)
 		}
-		return target{selector: labels.SelectorFromSet(svc.Spec.Selector), service: svc}, nil
-	case config.Deployment:
-		d, err := client.AppsV1().Deployments(namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if err != nil {
-			return target{}, err
-		}
-		sel = d.Spec.Selector
-	case config.StatefulSet:
-		s, err := client.AppsV1().StatefulSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if err != nil {
-			return target{}, err
-		}
-		sel = s.Spec.Selector
-	case config.DaemonSet:
-		d, err := client.AppsV1().DaemonSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if err != nil {
-			return target{}, err
-		}
-		sel = d.Spec.Selector
-	case config.ReplicaSet:
-		r, err := client.AppsV1().ReplicaSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
-		if err != nil {
-			return target{}, err
-		}
-		sel = r.Spec.Selector
+		return target{selector: labels.SelectorFromSet(o.Spec.Selector), service: o}, nil
+	case *appsv1.Deployment:
+		sel = o.Spec.Selector
+	case *appsv1.StatefulSet:
+		sel = o.Spec.Selector
+	case *appsv1.DaemonSet:
+		sel = o.Spec.Selector
+	case *appsv1.ReplicaSet:
+		sel = o.Spec.Selector
 	default:
-		return target{}, fmt.Errorf("unknown target kind %q", t.Kind)
+		return target{}, fmt.Errorf("%s: unexpected %T", t, obj)
 	}
 	s, err := metav1.LabelSelectorAsSelector(sel)
 	if err != nil {
 		return target{}, err
 	}
 	return target{selector: s}, nil
+}
+
+// getTarget asks the API server for the service or workload t names.
+func getTarget(ctx context.Context, client kubernetes.Interface, namespace string, t config.Target) (runtime.Object, error) {
+	switch t.Kind {
+	case config.Service:
+		return client.CoreV1().Services(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case config.Deployment:
+		return client.AppsV1().Deployments(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case config.StatefulSet:
+		return client.AppsV1().StatefulSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case config.DaemonSet:
+		return client.AppsV1().DaemonSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case config.ReplicaSet:
+		return client.AppsV1().ReplicaSets(namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	}
+	return nil, fmt.Errorf("unknown target kind %q", t.Kind)
 }
 
 // remotePort maps a configured remote port to the pod's container port, as

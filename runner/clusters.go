@@ -16,16 +16,18 @@ import (
 	"github.com/kforward/kforward/internal/kube"
 )
 
-// clusters shares one API client per (kubeconfig, context) and one pod
-// watch per (kubeconfig, context, namespace) among the forwards that use
-// them, for as long as one does: the last forward to let go of a watch
-// stops it, and of a client drops it. Each is built once, in the
+// clusters shares one API client per (kubeconfig, context), one pod
+// watch per (kubeconfig, context, namespace), and one cache of services or
+// of each kind of workload per namespace, among the forwards that use
+// them, for as long as one does: the last forward to let go of a watch or
+// cache stops it, and of a client drops it. Each is built once, in the
 // background, while forwards on other clusters go on starting; a failure
 // is not kept, so the next start tries again.
 type clusters struct {
 	mu      sync.Mutex
 	clients map[clientKey]*shared[*client]
 	watches map[watchKey]*shared[*forward.PodWatch]
+	targets map[targetKey]*shared[*targetCache]
 	wg      sync.WaitGroup // the goroutine of every shared value
 }
 
@@ -62,7 +64,11 @@ type shared[T any] struct {
 }
 
 func newClusters() *clusters {
-	return &clusters{clients: map[clientKey]*shared[*client]{}, watches: map[watchKey]*shared[*forward.PodWatch]{}}
+	return &clusters{
+		clients: map[clientKey]*shared[*client]{},
+		watches: map[watchKey]*shared[*forward.PodWatch]{},
+		targets: map[targetKey]*shared[*targetCache]{},
+	}
 }
 
 // acquire holds m[k] and returns it once built, starting its build on life
@@ -133,17 +139,24 @@ func (c *clusters) wait() { c.wg.Wait() }
 // unreachable one fails its forwards with a reason instead of hanging.
 const accessCheckTimeout = 10 * time.Second
 
-// env returns what a forward needs, its cluster's client and its
-// namespace's pod watch, waiting for them on ctx; life bounds how long
+// env returns what a forward needs, its cluster's client, its namespace's
+// pod watch and the cache its target is looked up in, waiting for them on
+// ctx; life bounds how long
 // they may live. Unless env fails, the caller calls the returned func once
 // the forward has stopped, to let go of them.
 func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.Env, func(), error) {
+	var held []func() // releases of what is acquired, in order
+	letGo := func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i]()
+		}
+	}
 	ck := clientKey{spec.Kubeconfig, spec.Context}
-	build := func(context.Context) (*client, error) { return newClient(ck) }
-	cs, err := acquire(ctx, life, c, c.clients, ck, build, nil)
+	cs, err := acquire(ctx, life, c, c.clients, ck, func(context.Context) (*client, error) { return newClient(ck) }, nil)
 	if err != nil {
 		return forward.Env{}, nil, err
 	}
+	held = append(held, func() { release(c, c.clients, ck, cs) })
 	cl := cs.v
 	ns := spec.Namespace
 	if ns == "" {
@@ -154,14 +167,30 @@ func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.
 		return watchPods(ctx, cl.client, ns)
 	}, func(w *forward.PodWatch) { <-w.Done() })
 	if err != nil {
-		release(c, c.clients, ck, cs)
+		letGo()
 		return forward.Env{}, nil, err
 	}
-	letGo := sync.OnceFunc(func() {
-		release(c, c.watches, wk, ws)
-		release(c, c.clients, ck, cs)
-	})
-	return forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: ws.v}, letGo, nil
+	held = append(held, func() { release(c, c.watches, wk, ws) })
+	env := forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: ws.v}
+	if kind := spec.Target.Kind; needsLookup(kind) {
+		tk := targetKey{wk, kind}
+		ts, err := acquire(ctx, life, c, c.targets, tk, func(ctx context.Context) (*targetCache, error) {
+			return watchTargets(ctx, cl.client, ns, kind)
+		}, func(tc *targetCache) {
+			if tc != nil {
+				tc.stop()
+			}
+		})
+		if err != nil {
+			letGo()
+			return forward.Env{}, nil, err
+		}
+		held = append(held, func() { release(c, c.targets, tk, ts) })
+		if ts.v != nil { // else not allowed to list them: the forward gets its own
+			env.Targets = ts.v
+		}
+	}
+	return env, sync.OnceFunc(letGo), nil
 }
 
 // watchPods checks that namespace can be read, then watches its pods until

@@ -22,9 +22,11 @@ import (
 // Tests of the clients and pod watches forwards share, with real forwards
 // against a fake API server that the test can stall.
 
-// fakeAPI is an API server with namespaces and no pods: enough for the
-// access check and a pod watch. Tests stall it at the access check (hold)
-// or at the watch (stallWatch), as an API server that stops answering.
+// fakeAPI is an API server with namespaces, no pods and in each namespace
+// a StatefulSet db: enough for the access check, a pod watch and target
+// look-ups. Tests stall it at the access check (hold) or at the watch
+// (stallWatch), as an API server that stops answering, or forbid listing
+// StatefulSets.
 type fakeAPI struct {
 	t          *testing.T
 	srv        *httptest.Server
@@ -36,6 +38,8 @@ type fakeAPI struct {
 	watches    map[string]int // watch requests open, by namespace
 	hold       chan struct{}  // if not nil, access checks wait until it is closed
 	stallWatch bool           // watch requests never answer
+	forbidList bool           // listing (and watching) StatefulSets is forbidden
+	stsGets    int            // GETs of a StatefulSet
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
@@ -62,13 +66,17 @@ current-context: fake
 }
 
 func (a *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if strings.HasPrefix(r.URL.Path, "/apis/apps/v1/") {
+		a.serveApps(w, r)
+		return
+	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/") // api v1 namespaces NS [pods]
 	if r.Method != http.MethodGet || len(parts) < 4 || parts[0] != "api" || parts[2] != "namespaces" {
 		http.NotFound(w, r)
 		return
 	}
 	ns, q := parts[3], r.URL.Query()
-	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case len(parts) == 4:
 		fmt.Fprintf(w, `{"kind":"Namespace","apiVersion":"v1","metadata":{"name":%q}}`, ns)
@@ -104,6 +112,42 @@ func (a *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serveApps serves the StatefulSet db of every namespace.
+func (a *fakeAPI) serveApps(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/") // apis apps v1 namespaces NS statefulsets [NAME]
+	if r.Method != http.MethodGet || len(parts) < 6 || parts[3] != "namespaces" || parts[5] != "statefulsets" {
+		http.NotFound(w, r)
+		return
+	}
+	ns, q := parts[4], r.URL.Query()
+	sts := fmt.Sprintf(`{"kind":"StatefulSet","apiVersion":"apps/v1","metadata":{"name":"db","namespace":%q,"resourceVersion":"1"},"spec":{"selector":{"matchLabels":{"app":"db"}}}}`, ns)
+	a.mu.Lock()
+	forbid := a.forbidList
+	if len(parts) == 7 {
+		a.stsGets++
+	}
+	a.mu.Unlock()
+	switch {
+	case len(parts) == 7 && parts[6] == "db":
+		fmt.Fprint(w, sts)
+	case len(parts) == 7:
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"statefulsets.apps %q not found"}`, parts[6])
+	case forbid:
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"statefulsets.apps is forbidden"}`)
+	case q.Get("watch") == "true" || q.Get("watch") == "1":
+		if q.Get("sendInitialEvents") == "true" {
+			fmt.Fprintf(w, `{"type":"ADDED","object":%s}`+"\n", sts)
+			fmt.Fprintln(w, `{"type":"BOOKMARK","object":{"kind":"StatefulSet","apiVersion":"apps/v1","metadata":{"resourceVersion":"1","annotations":{"k8s.io/initial-events-end":"true"}}}}`)
+		}
+		w.(http.Flusher).Flush()
+		a.wait(r, nil)
+	default:
+		fmt.Fprintf(w, `{"kind":"StatefulSetList","apiVersion":"apps/v1","metadata":{"resourceVersion":"1"},"items":[%s]}`, sts)
+	}
+}
+
 // wait waits until release is closed (true), or the request or the server
 // ends (false).
 func (a *fakeAPI) wait(r *http.Request, release <-chan struct{}) bool {
@@ -131,6 +175,12 @@ func (a *fakeAPI) file(forwards map[string]string) string {
 		fmt.Fprintf(&b, "  - name: %s\n    pod: %s\n    namespace: %s\n    ports: [\":80\"]\n", name, name, ns)
 	}
 	return b.String()
+}
+
+func (a *fakeAPI) statefulSetGets() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stsGets
 }
 
 // runReal runs a runner with real forwards on content until the test ends,
@@ -295,7 +345,68 @@ func TestLastForwardStopsPodWatch(t *testing.T) {
 	eventually(t, "the informers' goroutines to end", func() bool { return informerGoroutines() == 0 })
 	r.clusters.mu.Lock()
 	defer r.clusters.mu.Unlock()
-	if len(r.clusters.watches) != 0 || len(r.clusters.clients) != 0 {
-		t.Fatalf("%d pod watches and %d clients kept with no forward using them", len(r.clusters.watches), len(r.clusters.clients))
+	if len(r.clusters.watches) != 0 || len(r.clusters.clients) != 0 || len(r.clusters.targets) != 0 {
+		t.Fatalf("%d pod watches, %d clients and %d target caches kept with no forward using them",
+			len(r.clusters.watches), len(r.clusters.clients), len(r.clusters.targets))
+	}
+}
+
+// stsFile is a forwards file of n forwards to the StatefulSet db in
+// namespace web.
+func (a *fakeAPI) stsFile(n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kubeconfig: %s\nforwards:\n", a.kubeconfig)
+	for i := range n {
+		fmt.Fprintf(&b, "  - name: f%02d\n    statefulset: db\n    namespace: web\n    ports: [\":80\"]\n", i)
+	}
+	return b.String()
+}
+
+// waitResolved waits until all n forwards have looked their StatefulSet
+// up, and wait for a pod (the fake API server has none) without an error.
+func waitResolved(t *testing.T, r *Runner, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d forwards waiting for a pod", n), func() bool {
+		waiting := 0
+		for _, s := range r.Statuses() {
+			if s.State == forward.WaitingForPod && s.LastError == "" {
+				waiting++
+			}
+		}
+		return waiting == n
+	})
+}
+
+// 9. Forwards look their workload up in one cache per namespace and kind,
+// not with a GET each, at start and on every reconnect; the cache stops
+// with its last forward.
+func TestTargetLookupsFromOneCache(t *testing.T) {
+	api := newFakeAPI(t)
+	r, _, write, _ := runReal(t, api.stsFile(20))
+	waitResolved(t, r, 20)
+	if n := api.statefulSetGets(); n != 0 {
+		t.Fatalf("%d GETs of the StatefulSet by 20 forwards, want 0: they share a cache", n)
+	}
+	targets := func() int {
+		r.clusters.mu.Lock()
+		defer r.clusters.mu.Unlock()
+		return len(r.clusters.targets)
+	}
+	if n := targets(); n != 1 {
+		t.Fatalf("%d target caches for one kind in one namespace, want 1", n)
+	}
+	write(api.file(map[string]string{"web": "web"}))
+	eventually(t, "the cache to stop with its last forward", func() bool { return targets() == 0 })
+}
+
+// 9. One who may get a StatefulSet but not list StatefulSets keeps
+// forwarding to it: each forward gets its own.
+func TestTargetLookupsWithoutListing(t *testing.T) {
+	api := newFakeAPI(t)
+	api.forbidList = true
+	r, _, _, _ := runReal(t, api.stsFile(3))
+	waitResolved(t, r, 3)
+	if n := api.statefulSetGets(); n < 3 {
+		t.Fatalf("%d GETs of the StatefulSet by 3 forwards not allowed to list, want one each at least", n)
 	}
 }
