@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // Tests of the clients and pod watches forwards share, with real forwards
@@ -185,7 +186,7 @@ func (a *fakeAPI) statefulSetGets() int {
 
 // runReal runs a runner with real forwards on content until the test ends,
 // or until stop; stop fails the test if Run does not return within 10s.
-func runReal(t *testing.T, content string) (r *Runner, log *syncBuffer, write func(string), stop func()) {
+func runReal(t *testing.T, content string) (r *Runner, log *testutil.Buffer, write func(string), stop func()) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "forwards.yaml")
 	write = func(content string) {
@@ -195,7 +196,7 @@ func runReal(t *testing.T, content string) (r *Runner, log *syncBuffer, write fu
 		}
 	}
 	write(content)
-	log = &syncBuffer{}
+	log = &testutil.Buffer{}
 	r = New(Options{File: file, Log: slog.New(slog.NewTextHandler(log, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -251,17 +252,6 @@ func informerGoroutines() int {
 	return n
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // 4. An API server that answers the access check and then never the
 // watch holds the namespace's pod watch in its first sync: shutdown still
 // returns at once, and leaves nothing running.
@@ -270,7 +260,7 @@ func TestShutdownWithStalledPodWatch(t *testing.T) {
 	api.stallWatch = true
 	before := goleak.IgnoreCurrent()
 	r, _, _, stop := runReal(t, api.file(map[string]string{"a": "web", "b": "web"}))
-	eventually(t, "the pod watch's first request", func() bool { return api.count(api.watches, "web") > 0 })
+	testutil.Eventually(t, 10*time.Second, "the pod watch's first request", func() bool { return api.count(api.watches, "web") > 0 })
 	time.Sleep(200 * time.Millisecond) // both forwards wait on the watch by now
 	for _, s := range r.Statuses() {
 		if s.State == forward.Failed {
@@ -299,19 +289,19 @@ func TestStoppedForwardFailsNoOneWaitingOnItsWatch(t *testing.T) {
 	hold := make(chan struct{})
 	api.hold = hold
 	r, log, write, _ := runReal(t, api.file(map[string]string{"first": "web"}))
-	eventually(t, "first's access check", func() bool { return api.count(api.checks, "web") == 1 })
+	testutil.Eventually(t, 10*time.Second, "first's access check", func() bool { return api.count(api.checks, "web") == 1 })
 
 	write(api.file(map[string]string{"first": "web", "second": "web"}))
-	eventually(t, "second to be added", func() bool { return len(r.Statuses()) == 2 })
+	testutil.Eventually(t, 10*time.Second, "second to be added", func() bool { return len(r.Statuses()) == 2 })
 	time.Sleep(200 * time.Millisecond) // second waits on the watch by now
 	write(api.file(map[string]string{"second": "web"}))
-	eventually(t, "first to be removed", func() bool { return len(r.Statuses()) == 1 })
+	testutil.Eventually(t, 10*time.Second, "first to be removed", func() bool { return len(r.Statuses()) == 1 })
 	time.Sleep(300 * time.Millisecond) // an error would be second's status by now
 	if s := r.Statuses()[0]; s.State == forward.Failed || strings.Contains(log.String(), "context canceled") {
 		t.Fatalf("second is %s (%q) after first stopped while both waited on the watch; log:\n%s", s.State, s.LastError, log.String())
 	}
 	close(hold)
-	eventually(t, "second's forward to start", func() bool { return started(r, "second") })
+	testutil.Eventually(t, 10*time.Second, "second's forward to start", func() bool { return started(r, "second") })
 	if n := api.count(api.checks, "web"); n != 1 {
 		t.Errorf("%d access checks, want 1: the watch was begun again", n)
 	}
@@ -324,7 +314,7 @@ func TestLastForwardStopsPodWatch(t *testing.T) {
 	// A forward that cannot start keeps the file valid without a watch.
 	keep := "  - name: keep\n    pod: keep\n    context: missing\n    ports: [\":80\"]\n"
 	r, _, write, _ := runReal(t, api.file(map[string]string{"a": "web", "b": "web", "c": "db"})+keep)
-	eventually(t, "a watch on web and on db", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a watch on web and on db", func() bool {
 		return api.count(api.watches, "web") == 1 && api.count(api.watches, "db") == 1
 	})
 	if n := informerGoroutines(); n == 0 {
@@ -332,17 +322,17 @@ func TestLastForwardStopsPodWatch(t *testing.T) {
 	}
 
 	write(api.file(map[string]string{"b": "web", "c": "db"}) + keep)
-	eventually(t, "a removed", func() bool { return len(r.Statuses()) == 3 })
+	testutil.Eventually(t, 10*time.Second, "a removed", func() bool { return len(r.Statuses()) == 3 })
 	time.Sleep(200 * time.Millisecond)
 	if api.count(api.watches, "web") != 1 {
 		t.Fatal("web's pod watch stopped while b still uses it")
 	}
 
 	write(api.file(map[string]string{"c": "db"}) + keep)
-	eventually(t, "web's watch closed on the API server", func() bool { return api.count(api.watches, "web") == 0 })
+	testutil.Eventually(t, 10*time.Second, "web's watch closed on the API server", func() bool { return api.count(api.watches, "web") == 0 })
 	write("forwards:\n" + keep)
-	eventually(t, "db's watch closed on the API server", func() bool { return api.count(api.watches, "db") == 0 })
-	eventually(t, "the informers' goroutines to end", func() bool { return informerGoroutines() == 0 })
+	testutil.Eventually(t, 10*time.Second, "db's watch closed on the API server", func() bool { return api.count(api.watches, "db") == 0 })
+	testutil.Eventually(t, 10*time.Second, "the informers' goroutines to end", func() bool { return informerGoroutines() == 0 })
 	r.clusters.mu.Lock()
 	defer r.clusters.mu.Unlock()
 	if len(r.clusters.watches) != 0 || len(r.clusters.clients) != 0 || len(r.clusters.targets) != 0 {
@@ -366,7 +356,7 @@ func (a *fakeAPI) stsFile(n int) string {
 // up, and wait for a pod (the fake API server has none) without an error.
 func waitResolved(t *testing.T, r *Runner, n int) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d forwards waiting for a pod", n), func() bool {
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%d forwards waiting for a pod", n), func() bool {
 		waiting := 0
 		for _, s := range r.Statuses() {
 			if s.State == forward.WaitingForPod && s.LastError == "" {
@@ -396,7 +386,7 @@ func TestTargetLookupsFromOneCache(t *testing.T) {
 		t.Fatalf("%d target caches for one kind in one namespace, want 1", n)
 	}
 	write(api.file(map[string]string{"web": "web"}))
-	eventually(t, "the cache to stop with its last forward", func() bool { return targets() == 0 })
+	testutil.Eventually(t, 10*time.Second, "the cache to stop with its last forward", func() bool { return targets() == 0 })
 }
 
 // 9. One who may get a StatefulSet but not list StatefulSets keeps

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/forward"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // Fast tests of the runner's lifecycle with stand-in forwards; e2e/ runs
@@ -64,8 +64,8 @@ func (f *fakeForward) isStopped() bool {
 type harness struct {
 	t      *testing.T
 	file   string
-	log    *syncBuffer
-	out    *syncBuffer
+	log    *testutil.Buffer
+	out    *testutil.Buffer
 	reload chan struct{}
 	r      *Runner
 	stop   func() error
@@ -95,7 +95,7 @@ func runAt(t *testing.T, file string, grace time.Duration, options ...func(*Runn
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, file: file, log: &syncBuffer{}, out: &syncBuffer{}, reload: make(chan struct{})}
+	h := &harness{t: t, file: file, log: &testutil.Buffer{}, out: &testutil.Buffer{}, reload: make(chan struct{})}
 	h.r = New(Options{File: file, Out: h.out, Log: slog.New(slog.NewTextHandler(h.log, nil)), Reload: h.reload, Grace: grace})
 	h.r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, func(), error) {
 		h.mu.Lock()
@@ -193,23 +193,6 @@ func (h *harness) startCount() int {
 }
 
 func (h *harness) reloads() int { return strings.Count(h.log.String(), "msg=reloaded") }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // 1. Every forward starts; one that cannot start is reported with its
 // reason and the others run.
@@ -526,7 +509,7 @@ func TestInvalidFileAtStart(t *testing.T) {
 func TestFailedStartRetried(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "forwards.yaml")
 	os.WriteFile(file, []byte(forwardsFile(map[string]int{"a": 9001}, "defaults:\n  reconnect: {initial: 10ms, max: 20ms}\n")), 0o644)
-	log := &syncBuffer{}
+	log := &testutil.Buffer{}
 	r := New(Options{File: file, Log: slog.New(slog.NewTextHandler(log, nil))})
 	var tries atomic.Int32
 	r.start = func(ctx, _ context.Context, spec config.Forward) (Forward, func(), error) {
