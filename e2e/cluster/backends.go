@@ -179,6 +179,9 @@ func (b *backends) applyPortForward(ctx context.Context, pod *corev1.Pod, forwar
 		existing, err = client.Get(ctx, pod.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
+			// A pod recreated under the same name: an earlier try may have
+			// seen its predecessor's object, which is gone now.
+			pf.SetResourceVersion("")
 			_, err = client.Create(ctx, pf, metav1.CreateOptions{})
 		case err == nil:
 			pf.SetResourceVersion(existing.GetResourceVersion())
