@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,21 +130,5 @@ func waitAllActive(t *testing.T, rf *runningFile, n, reconnects int) {
 // statefulSetGets reads from the API server's metrics how many GETs of a
 // single StatefulSet it has answered.
 func statefulSetGets(t *testing.T, c *cluster.Cluster) int {
-	t.Helper()
-	raw, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_request_total{") && strings.Contains(line, `resource="statefulsets"`) &&
-			strings.Contains(line, `verb="GET"`) && strings.Contains(line, `scope="resource"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
-			}
-			n += int(v)
-		}
-	}
-	return n
+	return apiserverMetric(t, c, "apiserver_request_total", `resource="statefulsets"`, `verb="GET"`, `scope="resource"`)
 }

@@ -429,6 +429,12 @@ func TestRunnerOnePodWatchPerNamespace(t *testing.T) {
 // podWatches reads from the API server's metrics how many namespaced pod
 // watches are open.
 func podWatches(t *testing.T, c *cluster.Cluster) int {
+	return apiserverMetric(t, c, "apiserver_longrunning_requests", `resource="pods"`, `scope="namespace"`, `verb="WATCH"`)
+}
+
+// apiserverMetric sums the API server's series of metric whose labels
+// include every one of labels (as written: name="value").
+func apiserverMetric(t *testing.T, c *cluster.Cluster, metric string, labels ...string) int {
 	t.Helper()
 	raw, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
 	if err != nil {
@@ -436,14 +442,21 @@ func podWatches(t *testing.T, c *cluster.Cluster) int {
 	}
 	n := 0
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_longrunning_requests{") && strings.Contains(line, `resource="pods"`) &&
-			strings.Contains(line, `scope="namespace"`) && strings.Contains(line, `verb="WATCH"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
-			}
-			n += int(v)
+		if !strings.HasPrefix(line, metric+"{") {
+			continue
 		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(line, l)
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		n += int(v)
 	}
 	return n
 }

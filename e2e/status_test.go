@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -316,17 +314,7 @@ func grepLines(s string, prefixes ...string) string {
 // kforwardStatus runs `kforward status --addr addr args...`.
 func kforwardStatus(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(kforwardBinary(t), append([]string{"status", "--addr", addr}, args...)...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		exit, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatal(err)
-		}
-		code = exit.ExitCode()
-	}
-	return out.String(), errOut.String(), code
+	return kforwardCmd(t, "", nil, append([]string{"status", "--addr", addr}, args...)...)
 }
 
 // No credential leaves kforward: with a bearer-token kubeconfig, at the

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // Fast tests of one forward against the in-process kubelet of
@@ -196,22 +196,8 @@ func closedWithin(c net.Conn, d time.Duration) error {
 	return nil
 }
 
-type testLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *testLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// testLog collects a forward's log for a test to read.
+type testLog struct{ testutil.Buffer }
 
 func (l *testLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
