@@ -1,7 +1,7 @@
 # kforward: the two commands that matter are `make demo` and `make test`.
 GO ?= go
 
-.PHONY: all build test tools vet unit bench fuzz schema demo demo-down
+.PHONY: all build test tools vet unit soak bench fuzz schema demo demo-down
 
 all: build
 
@@ -21,6 +21,12 @@ tools:
 
 vet:
 	$(GO) vet ./...
+
+# The fault tests of e2e at length: more faults, more connections, longer
+# pauses (KFORWARD_SOAK=1; see soak in e2e/helpers_test.go). make test runs
+# the same tests in their short form.
+soak: tools
+	KFORWARD_SOAK=1 $(GO) test -race -count=1 -timeout 120m -run 'Fault|Soak' -v ./e2e/
 
 # Fast tests only: no control plane.
 unit:

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -266,4 +267,14 @@ var notOurs = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*echoServer).serve.func1"),
 	goleak.IgnoreAnyFunction("net/http.(*Server).Serve"),
 	goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+}
+
+// soak is short under `make test` and long under `make soak`
+// (KFORWARD_SOAK=1): the fault tests take their counts and durations from
+// it, so the same test is both the quick check and the long one.
+func soak[T any](short, long T) T {
+	if os.Getenv("KFORWARD_SOAK") != "" {
+		return long
+	}
+	return short
 }
