@@ -413,11 +413,26 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	f.mu.Lock()
 	f.dial.observe(time.Since(start))
 	f.mu.Unlock()
+	if apierrors.IsUnauthorized(err) {
+		return nil, unauthorized{err}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return newTunnel(pod, tgt, up), nil
 }
+
+// unauthorized is a dial the API server answered 401: the credentials
+// expired or were revoked. Said plainly, since either transport's details
+// add nothing; the next try reads the kubeconfig's credentials again (see
+// internal/kube), so a rotated token is picked up without a restart.
+type unauthorized struct{ err error }
+
+func (unauthorized) Error() string {
+	return "unauthorized: the API server refused the kubeconfig's credentials (expired or revoked?)"
+}
+
+func (u unauthorized) Unwrap() error { return u.err }
 
 // errPodGone closes the connections still open to a pod that was deleted.
 var errPodGone = errors.New("pod deleted")

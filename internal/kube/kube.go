@@ -54,13 +54,14 @@ func Connect(kubeconfig, kubeContext string) (*Client, error) {
 		return nil, explain(err, rules, kubeContext, &raw)
 	}
 	cfg.QPS, cfg.Burst = QPS, Burst
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
 	name := kubeContext
 	if name == "" {
 		name = raw.CurrentContext
+	}
+	followToken(cfg, rules, name)
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	return &Client{Config: cfg, Client: cs, Namespace: ns, Context: name}, nil
 }
@@ -76,6 +77,14 @@ func loadingRules(kubeconfig string) *clientcmd.ClientConfigLoadingRules {
 		}
 	}
 	return rules
+}
+
+// configFiles are the kubeconfig files the rules read, for followToken.
+func configFiles(rules *clientcmd.ClientConfigLoadingRules) []string {
+	if rules.ExplicitPath != "" {
+		return []string{rules.ExplicitPath}
+	}
+	return rules.GetLoadingPrecedence()
 }
 
 // Contexts returns the names of the kubeconfig's contexts, sorted, and the
