@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -375,4 +376,63 @@ func TestNoCredentialInOutput(t *testing.T) {
 		t.Errorf("client-go at verbosity 9 did not log its requests' headers, so the check proves little:\n%.2000s", k.stderr.String())
 	}
 	t.Logf("token of %d bytes: absent from %d bytes of log, /status and /metrics", len(token), len(k.stderr.String()))
+}
+
+// TestNoClientKeyInOutput: the same with a kubeconfig that authenticates
+// with a client certificate and key, plus a forward that fails (its error
+// messages are in the output too): no line of the key, in PEM or in the
+// kubeconfig's base64, appears anywhere kforward writes.
+func TestNoClientKeyInOutput(t *testing.T) {
+	c := needCluster(t)
+	ns := namespaceWithPod(t, c, "web")
+	cfg, err := clientcmd.LoadFromFile(c.CertKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo].ClientKeyData
+	secrets := []string{base64.StdEncoding.EncodeToString(key)}
+	for _, line := range strings.Split(string(key), "\n") {
+		if !strings.HasPrefix(line, "-----") && len(line) > 8 {
+			secrets = append(secrets, line)
+		}
+	}
+
+	file := filepath.Join(t.TempDir(), "forwards.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf("kubeconfig: %s\ndefaults: {namespace: %s}\nforwards:\n  - name: web\n    pod: web\n    ports: [\":http\"]\n  - name: missing\n    service: missing\n    ports: [\":http\"]\n", c.CertKubeconfig, ns)), 0o644)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	k := startRun(t, file, "-vvvvvvvvvv", "--status-addr", addr)
+	summary := k.line(t) + "\n" + k.line(t)
+	var local string
+	for _, l := range strings.Split(summary, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "web" {
+			local = f[1]
+		}
+	}
+	waitFor(t, 30*time.Second, "forward web active", func() bool {
+		var snap runner.Snapshot
+		_, body := statusGet(t, addr, "/status")
+		json.Unmarshal([]byte(body), &snap)
+		s, _ := findStatus(snap.Forwards, "web")
+		return s.State == forward.Active
+	})
+	if _, err := get(local, "/"); err != nil {
+		t.Fatalf("a request through the forward: %v", err)
+	}
+	_, st := statusGet(t, addr, "/status")
+	_, metrics := statusGet(t, addr, "/metrics")
+	k.cmd.Process.Signal(syscall.SIGINT)
+	k.wait(t, 10*time.Second)
+
+	if !strings.Contains(st, `"lastError": "services \"missing\" not found"`) {
+		t.Errorf("the failing forward's error is not in /status, so the check covers no error message:\n%s", st)
+	}
+	for what, text := range map[string]string{"the log (-v x10)": k.stderr.String(), "stdout": summary, "/status": st, "/metrics": metrics} {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("the client key appears in %s", what)
+				break
+			}
+		}
+	}
+	t.Logf("client key (%d PEM lines): absent from %d bytes of log, stdout, /status and /metrics", len(secrets)-1, len(k.stderr.String()))
 }

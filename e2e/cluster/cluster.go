@@ -58,7 +58,10 @@ type Options struct {
 
 // Cluster is a running control plane. Stop it when done.
 type Cluster struct {
-	Kubeconfig string // admin kubeconfig path
+	Kubeconfig string // admin kubeconfig path (a bearer token)
+	// CertKubeconfig is an admin kubeconfig that authenticates with a
+	// client certificate and key instead.
+	CertKubeconfig string
 	Config     *rest.Config
 	Client     kubernetes.Interface
 	Dir        string
@@ -135,6 +138,10 @@ func start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	etcdPort, peerPort, apiPort, cmPort, schedPort, kwokPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, fmt.Sprintf("https://127.0.0.1:%d", apiPort), p); err != nil {
+		return nil, err
+	}
+	c.CertKubeconfig = filepath.Join(c.Dir, "kubeconfig-cert")
+	if err := writeCertKubeconfig(c.CertKubeconfig, fmt.Sprintf("https://127.0.0.1:%d", apiPort), p); err != nil {
 		return nil, err
 	}
 	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
@@ -404,6 +411,15 @@ func writeKubeconfig(path, server string, p *pki) error {
 	cfg.Clusters["kforward-e2e"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: []byte(p.caCertPEM)}
 	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: p.token}
 	cfg.Contexts["kforward-e2e"] = &clientcmdapi.Context{Cluster: "kforward-e2e", AuthInfo: "admin", Namespace: "default"}
+	cfg.CurrentContext = "kforward-e2e"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+func writeCertKubeconfig(path, server string, p *pki) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kforward-e2e"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: []byte(p.caCertPEM)}
+	cfg.AuthInfos["admin-cert"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.clientCert, ClientKeyData: p.clientKey}
+	cfg.Contexts["kforward-e2e"] = &clientcmdapi.Context{Cluster: "kforward-e2e", AuthInfo: "admin-cert", Namespace: "default"}
 	cfg.CurrentContext = "kforward-e2e"
 	return clientcmd.WriteToFile(*cfg, path)
 }

@@ -18,12 +18,14 @@ import (
 
 // pki holds the files kube-apiserver and the controllers need: a CA, the
 // API server's serving certificate, the service-account key pair and the
-// admin token.
+// admin token; and an admin client certificate, for tests of a kubeconfig
+// that authenticates with a key.
 type pki struct {
-	caCert, caCertPEM   string // path, and PEM for the kubeconfig
-	serveCert, serveKey string
-	saKey, saPub        string
-	tokens, token       string // token file, admin token
+	caCert, caCertPEM     string // path, and PEM for the kubeconfig
+	serveCert, serveKey   string
+	saKey, saPub          string
+	tokens, token         string // token file, admin token
+	clientCert, clientKey []byte // PEM: CN=admin-cert, O=system:masters
 }
 
 func writePKI(dir string) (*pki, error) {
@@ -78,6 +80,29 @@ func writePKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	client := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: "admin-cert", Organization: []string{"system:masters"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	clientDER, err := x509.CreateCertificate(rand.Reader, client, ca, &clientKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	clientKeyDER, err := x509.MarshalECPrivateKey(clientKey)
+	if err != nil {
+		return nil, err
+	}
+	p.clientCert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: clientDER})
+	p.clientKey = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: clientKeyDER})
+
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
