@@ -129,6 +129,7 @@ func (f *Forward) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		defer func() { <-w.Done() }() // ctx is cancelled first: Run returns after its watch
 		pods = w
 	}
 	f.supervise(ctx, pods)

@@ -54,6 +54,11 @@ func (f *Forward) listen(ctx context.Context) ([]listener, error) {
 			for _, s := range skipped {
 				f.log.Warn("not listening on "+s.addr+": localhost is bound in part", "err", s.err)
 			}
+			for _, l := range lns {
+				if where, ok := beyondLoopback(l.ln.Addr()); ok {
+					f.log.Warn("reachable from other machines on " + where)
+				}
+			}
 			return lns, nil
 		}
 		f.fail(Failed, err)
@@ -169,4 +174,18 @@ func partOfLocalhost(addrs []string, addr string, failed map[string]error) bool 
 	}
 	_, otherFailed := failed[other]
 	return !otherFailed
+}
+
+// beyondLoopback reports whether a listener's address takes connections
+// from other machines, and how to say where: ":8080" for every interface,
+// "192.168.1.5:8080" for one.
+func beyondLoopback(a net.Addr) (string, bool) {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP.IsLoopback() {
+		return "", false
+	}
+	if tcp.IP.IsUnspecified() {
+		return ":" + strconv.Itoa(tcp.Port), true
+	}
+	return tcp.String(), true
 }

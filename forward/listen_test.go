@@ -155,3 +155,46 @@ func busyPortFreeOn(t *testing.T, addr, other string) (net.Listener, int) {
 	t.Fatalf("no port busy on %s and free on %s in 100 tries", addr, other)
 	return nil, 0
 }
+
+// A forward that listens beyond loopback says so, once per listener,
+// naming where; one on loopback says nothing of the kind.
+func TestBeyondLoopbackWarns(t *testing.T) {
+	k := newFakeKubelet(t)
+	pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80, "echo": 7000}))
+	s := spec(":http", ":echo")
+	s.Addresses = []string{"0.0.0.0"}
+	log := &testLog{}
+	f := New(s, k.env(pods, log))
+	run(t, f)
+	st := waitState(t, f, Active)
+
+	var warnings []string
+	for line := range strings.Lines(log.String()) {
+		if strings.Contains(line, "reachable from other machines") {
+			warnings = append(warnings, strings.TrimSpace(line))
+		}
+	}
+	var want []string
+	for _, a := range st.Addresses {
+		host, port, _ := net.SplitHostPort(a)
+		if net.ParseIP(host).IsUnspecified() { // 0.0.0.0 listens on [::] too
+			want = append(want, "reachable from other machines on :"+port)
+		}
+	}
+	if len(want) != 2 || len(warnings) != 2 {
+		t.Fatalf("addresses %v; warnings:\n%s", st.Addresses, strings.Join(warnings, "\n"))
+	}
+	for i, w := range warnings {
+		if !strings.Contains(w, "level=WARN") || !strings.Contains(w, "forward=web") || !strings.Contains(w, `msg="`+want[i]+`"`) {
+			t.Errorf("warning %q, want a WARN of forward=web saying %q", w, want[i])
+		}
+	}
+
+	quiet := &testLog{}
+	loop := New(spec(":http"), k.env(pods, quiet))
+	run(t, loop)
+	waitState(t, loop, Active)
+	if strings.Contains(quiet.String(), "reachable from other machines") {
+		t.Errorf("a loopback forward warned:\n%s", quiet)
+	}
+}
