@@ -279,7 +279,9 @@ func (c *Cluster) PIDs() map[Component]int {
 }
 
 // Restart kills a component and starts it again with the same flags and
-// ports; for the API server it also waits until it is ready again.
+// ports; for the API server it also waits until it is ready again, for
+// kwok it releases the node's lease so that the new process runs the
+// node's pods at once.
 func (c *Cluster) Restart(ctx context.Context, name Component) error {
 	c.mu.Lock()
 	p, ok := c.procs[name]
@@ -288,6 +290,17 @@ func (c *Cluster) Restart(ctx context.Context, name Component) error {
 		return fmt.Errorf("unknown component %q", name)
 	}
 	p.kill()
+	if name == Kwok {
+		// kwok holds the node's lease under an identity new with each
+		// process (hostname and a UUID): started again, it would wait for
+		// the dead process's lease to expire (40s) before it ran the
+		// node's pods again. A kubelet holds it under the node's name and
+		// takes over at once; so does kwok once the lease is released.
+		err := c.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, NodeName, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("release the node's lease: %w", err)
+		}
+	}
 	if err := c.startProcess(name); err != nil {
 		return err
 	}
