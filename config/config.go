@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Config is a fully defaulted, validated forwards file.
@@ -302,6 +304,9 @@ func resolve(base common, s settings) (common, []*Error) {
 	}
 	if s.Namespace != "" {
 		c.namespace = s.Namespace
+		if !validName(s.Namespace, false) {
+			errs = append(errs, s.Fields["namespace"].errorf("invalid namespace %q: %s", s.Namespace, nameRule(false)))
+		}
 	}
 	if len(s.Address.List) > 0 {
 		c.addresses = nil
@@ -381,6 +386,17 @@ func forwardOf(base common, e entry) (Forward, []*Error) {
 			errs = append(errs, e.Fields["selector"].errorf("selector needs at least one label, e.g. {app: web}"))
 		case t.Kind != Selector && t.Name == "":
 			errs = append(errs, e.Fields[set[0]].errorf("%s needs a name", set[0]))
+		case t.Kind != Selector && !validName(t.Name, true):
+			errs = append(errs, e.Fields[set[0]].errorf("invalid %s name %q: %s", set[0], t.Name, nameRule(true)))
+		case t.Kind == Selector:
+			for _, k := range slices.Sorted(maps.Keys(t.Selector)) {
+				if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+					errs = append(errs, e.Fields["selector"].errorf("invalid label key %q: %s", k, msgs[0]))
+				}
+				if msgs := validation.IsValidLabelValue(t.Selector[k]); len(msgs) > 0 {
+					errs = append(errs, e.Fields["selector"].errorf("invalid value %q of label %s: %s", t.Selector[k], k, msgs[0]))
+				}
+			}
 		}
 	default:
 		errs = append(errs, e.Fields[set[1]].errorf("a forward has exactly one target, found %s", strings.Join(set, " and ")))
@@ -415,6 +431,23 @@ func forwardOf(base common, e entry) (Forward, []*Error) {
 		ConnectTimeout: c.connectTimeout,
 		ClientBuffer:   c.clientBuffer,
 	}, errs
+}
+
+// validName reports whether s can name a namespace (an RFC 1123 label)
+// or an object (an RFC 1123 subdomain). Names become parts of the API
+// server's URLs: one with a '/' or '..' would reach another resource.
+func validName(s string, object bool) bool {
+	if object {
+		return len(validation.IsDNS1123Subdomain(s)) == 0
+	}
+	return len(validation.IsDNS1123Label(s)) == 0
+}
+
+func nameRule(object bool) string {
+	if object {
+		return "a Kubernetes name has lowercase letters, digits, '-' and '.', starts and ends with a letter or digit, and has at most 253 characters"
+	}
+	return "a namespace has lowercase letters, digits and '-', starts and ends with a letter or digit, and has at most 63 characters"
 }
 
 func hostPort(addr string, port int) string {

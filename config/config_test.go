@@ -111,6 +111,16 @@ func TestInvalid(t *testing.T) {
 		{"empty-forwards.yaml", []string{`1:11: no forwards: list at least one under forwards:`}},
 		{"no-forwards.yaml", []string{`1:1: no forwards: list at least one under forwards:`}},
 		{"unset-env.yaml", []string{`2:10: environment variable KFORWARD_TEST_UNSET is not set; set it or give a default: ${KFORWARD_TEST_UNSET:-value}`}},
+		// Names become parts of the API server's URLs and selectors: a file
+		// cannot reach another resource through them.
+		{"bad-names.yaml", []string{
+			`2:14: invalid namespace "../../nodes": a namespace has lowercase letters, digits and '-', starts and ends with a letter or digit, and has at most 63 characters`,
+			`4:10: invalid pod name "$(touch /tmp/pwned)": a Kubernetes name has lowercase letters, digits, '-' and '.', starts and ends with a letter or digit, and has at most 253 characters`,
+			`6:14: invalid service name "web/../../secrets": a Kubernetes name has lowercase letters, digits, '-' and '.', starts and ends with a letter or digit, and has at most 253 characters`,
+			`7:16: invalid namespace "Team_A": a namespace has lowercase letters, digits and '-', starts and ends with a letter or digit, and has at most 63 characters`,
+			`9:15: invalid label key "app,tier": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`,
+			`9:15: invalid value "a=b" of label role: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`,
+		}},
 		{"bad-yaml.yaml", []string{`3:1: invalid YAML: mapping values are not allowed in this context`}},
 		{"kubeconfig-tilde-user.yaml", []string{`1:13: invalid kubeconfig path "~alice/.kube/config": ~alice is not expanded; write ~/... for your home directory, or the full path`}},
 	}

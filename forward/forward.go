@@ -359,10 +359,17 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 // podGone reports whether a pod that could not be reached has been deleted
 // or replaced, which the watch may not have told yet. A refused WebSocket
 // upgrade hides the API server's 404 (k8s.io/streaming's
-// UpgradeFailureError does not unwrap to it), so ask.
+// UpgradeFailureError does not unwrap to it), so ask; but only an API
+// server that answered the dial: one that did not (it timed out, or the
+// connection failed) cannot answer this either, and a frozen one would
+// wake to a request long timed out, which it logs as errors.
 func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) bool {
 	if apierrors.IsNotFound(dialErr) {
 		return true
+	}
+	var netErr *net.OpError
+	if errors.Is(dialErr, context.DeadlineExceeded) || errors.As(dialErr, &netErr) {
+		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.spec.Health.Timeout)
 	defer cancel()
