@@ -400,7 +400,7 @@ func TestFaultNetworkBlackhole(t *testing.T) {
 	proxy.Blackhole()
 	faultAt := time.Now()
 	limit := health.Interval + health.Timeout + 2*time.Second
-	detected := fr.waitDown(3*limit).Sub(faultAt)
+	detected := fr.waitDown(3 * limit).Sub(faultAt)
 	if detected > limit {
 		t.Errorf("dead tunnel detected after %s, want within interval+timeout (+2s slack) = %s", detected, limit)
 	}
