@@ -14,10 +14,12 @@ build:
 test: vet tools
 	$(GO) test -race -count=1 -timeout 60m ./...
 
-# What the tests need from outside Go: tmux, the real terminal the live
-# view's end-to-end test runs kforward in (Debian package tmux).
+# What the tests need from outside Go (Debian packages): tmux, the real
+# terminal the live view's end-to-end test runs kforward in; strace, which
+# watches what files kforward opens and what it runs (e2e/safety_test.go).
 tools:
 	@command -v tmux >/dev/null || { echo "installing tmux (apt-get)"; apt-get update -qq && apt-get install -y -qq tmux; }
+	@command -v strace >/dev/null || { echo "installing strace (apt-get)"; apt-get update -qq && apt-get install -y -qq strace; }
 
 vet:
 	$(GO) vet ./...
