@@ -270,14 +270,18 @@ type connProbe struct {
 // goroutine, sends a line over it and expects it back.
 type connProber struct {
 	addr   string
+	once   sync.Once
 	stop   chan struct{}
 	wg     sync.WaitGroup // the ticker's goroutine and every probe's
 	mu     sync.Mutex
 	probes []connProbe
 }
 
-func startProber(addr string, every time.Duration) *connProber {
+// startProber probes addr until finish, or the end of the test (before
+// runFile's leak check).
+func startProber(t testing.TB, addr string, every time.Duration) *connProber {
 	p := &connProber{addr: addr, stop: make(chan struct{})}
+	t.Cleanup(func() { p.finish() })
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -310,7 +314,7 @@ func startProber(addr string, every time.Duration) *connProber {
 // finish stops probing, waits for the probes under way and returns them
 // all, in the order they began.
 func (p *connProber) finish() []connProbe {
-	close(p.stop)
+	p.once.Do(func() { close(p.stop) })
 	p.wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -393,12 +397,12 @@ func proxiedFaultRun(t *testing.T, health config.Health) (*faultRun, *faultProxy
 func TestFaultNetworkBlackhole(t *testing.T) {
 	health := config.Health{Interval: time.Second, Timeout: time.Second}
 	fr, proxy := proxiedFaultRun(t, health)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	before := fr.status().Reconnects
-	proxy.Blackhole()
 	faultAt := time.Now()
+	proxy.Blackhole()
 	limit := health.Interval + health.Timeout + 2*time.Second
 	detected := fr.waitDown(3 * limit).Sub(faultAt)
 	if detected > limit {
@@ -421,10 +425,11 @@ func TestFaultNetworkBlackhole(t *testing.T) {
 	fr.tally(probes.finish(), faultAt, upAt)
 	accepted, _ := proxy.Counts()
 	t.Logf("proxy: %d connections accepted in all", accepted)
-	// The watch's connection was blackholed too, and client-go finds a
-	// silent HTTP/2 connection only by its health check: 30s without a
-	// frame, then 15s for an unanswered ping.
-	fr.followsRollout(watchRetry(45 * time.Second))
+	// The pod watch's connection was blackholed too, and client-go would
+	// find it dead only by its HTTP/2 health check (30s without a frame,
+	// then 15s for a ping): the runner closes it when the forward's
+	// tunnel is back, and the watch starts again at once.
+	fr.followsRollout(watchRetry(0))
 }
 
 // TestFaultNetworkReset: every connection to the API server is reset at
@@ -435,24 +440,27 @@ func TestFaultNetworkReset(t *testing.T) {
 	// A long health interval: a reset must be seen without it.
 	health := config.Health{Interval: 10 * time.Second, Timeout: time.Second}
 	fr, proxy := proxiedFaultRun(t, health)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	var detections, recoveries []time.Duration
 	var faultAt, upAt time.Time
 	for i := range soak(3, 20) {
 		before := fr.status().Reconnects
+		at := time.Now() // before: the forward may see the reset before Reset returns
 		proxy.Reset()
-		at := time.Now()
 		if i == 0 {
 			faultAt = at
 		}
 		var seen time.Time
-		waitFor(t, 3*health.Interval, "the reset to be seen", func() bool {
-			s := fr.status()
+		var s forward.Status
+		if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 3*health.Interval, true, func(context.Context) (bool, error) {
+			s = fr.status()
 			seen = s.LastErrorAt
-			return s.Reconnects > before && !seen.Before(at)
-		})
+			return s.Reconnects > before && !seen.Before(at), nil
+		}); err != nil {
+			t.Fatalf("reset %d (at %s) not seen: status %+v", i, stamp(at), s)
+		}
 		upAt = fr.waitUp(fr.recoveryBound(), before)
 		detections = append(detections, seen.Sub(at).Round(time.Millisecond))
 		recoveries = append(recoveries, upAt.Sub(at).Round(time.Millisecond))
@@ -478,14 +486,14 @@ func TestFaultNetworkReset(t *testing.T) {
 func TestFaultNetworkRefused(t *testing.T) {
 	health := config.Health{Interval: time.Second, Timeout: time.Second}
 	fr, proxy := proxiedFaultRun(t, health)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	before := fr.status().Reconnects
 	refusal := soak(20*time.Second, 2*time.Minute)
+	faultAt := time.Now()
 	proxy.Refuse(refusal) // first: nothing reconnects between the reset and the refusal
 	proxy.Reset()
-	faultAt := time.Now()
 	detected := fr.waitDown(5 * time.Second).Sub(faultAt)
 	if detected > time.Second {
 		t.Errorf("reset detected after %s, want within 1s", detected)
@@ -611,7 +619,7 @@ func TestFaultAPIServerRestart(t *testing.T) {
 	defer waitClusterHealthy(t, c)
 	health := config.Health{Interval: time.Second, Timeout: time.Second}
 	fr := startFaultRun(t, c, c.Kubeconfig, health, true)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	var faultAt, upAt time.Time
@@ -658,15 +666,15 @@ func TestFaultAPIServerPause(t *testing.T) {
 	defer waitClusterHealthy(t, c)
 	health := config.Health{Interval: time.Second, Timeout: time.Second}
 	fr := startFaultRun(t, c, c.Kubeconfig, health, true)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	before := fr.status().Reconnects
 	pause := soak(30*time.Second, 90*time.Second)
+	faultAt := time.Now()
 	if err := c.Pause(cluster.APIServer); err != nil {
 		t.Fatal(err)
 	}
-	faultAt := time.Now()
 	resumed := false
 	defer func() {
 		if !resumed {
@@ -707,7 +715,7 @@ func TestFaultKubeletRestart(t *testing.T) {
 	defer waitClusterHealthy(t, c)
 	health := config.Health{Interval: time.Second, Timeout: time.Second}
 	fr := startFaultRun(t, c, c.Kubeconfig, health, true)
-	probes := startProber(fr.echo, 250*time.Millisecond)
+	probes := startProber(t, fr.echo, 250*time.Millisecond)
 	time.Sleep(time.Second)
 
 	var faultAt, upAt time.Time

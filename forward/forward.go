@@ -38,6 +38,14 @@ type Env struct {
 	Pods      Pods    // nil: the forward watches the namespace's pods itself
 	Targets   Targets // nil: the forward asks the API server for its service or workload
 	Log       *slog.Logger
+	// AfterSilence, if set, is called when a tunnel has been dialled after
+	// the last one went silent (see silent), with the time the silence
+	// was found: the API server answers again, but Client's connections
+	// opened before then may be as dead as that tunnel was, and client-go
+	// finds a connection that died without a word only after 45s (30s
+	// without a frame, 15s for a ping), while the pod watch on it sees
+	// nothing. The runner closes them.
+	AfterSilence func(silentAt time.Time)
 }
 
 // Forward is one forward from the file. Create it with New, run it with Run.
@@ -280,6 +288,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 	var current types.UID        // the last tunnel's pod, by UID: a name can come back
 	gone := map[types.UID]bool{} // pods the API server answered 404 for
 	var retired []*tunnel        // still carrying connections to a pod no longer chosen
+	var silentAt time.Time       // when the last tunnel was found silent, until the next is up
 	defer func() {
 		for _, t := range retired {
 			t.closeWait(context.Canceled)
@@ -316,6 +325,10 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			continue
 		}
 		current = pod.UID
+		if !silentAt.IsZero() && f.env.AfterSilence != nil {
+			f.env.AfterSilence(silentAt)
+		}
+		silentAt = time.Time{}
 		f.setTunnel(t)
 		f.mu.Lock()
 		f.state, f.transport = Active, t.up.Protocol()
@@ -340,6 +353,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			current = ""
 			continue
 		}
+		if silent(t.up) {
+			silentAt = time.Now()
+		}
 		t.closeWait(reason)
 		// A tunnel that lasted as long as the longest delay was healthy:
 		// the next failure starts the backoff again from its beginning.
@@ -354,6 +370,21 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			return
 		}
 	}
+}
+
+// silent reports whether a dead tunnel may have gone without the network
+// saying so, and the client's other connections to the API server with
+// it, unknown to client-go: unless it ended with a connection's error
+// that is not a timeout (a reset, a refusal, a broken pipe: those reach
+// the other connections too). So its health check gave up on it (it has
+// no error of its own), a ping went unanswered, a write was never taken.
+// A tunnel the server closed counts too, since upstream does not tell its
+// EOF apart: that costs the pod watch a needless relist, where missing a
+// silence would leave it blind for 45s.
+func silent(up *upstream.Conn) bool {
+	err := up.Err()
+	var opErr *net.OpError
+	return err == nil || !errors.As(err, &opErr) || opErr.Timeout()
 }
 
 // podGone reports whether a pod that could not be reached has been deleted

@@ -42,6 +42,7 @@ type client struct {
 	config    *rest.Config
 	client    kubernetes.Interface
 	namespace string // the context's namespace
+	conns     *conns // every connection of client, to close those a silence left dead
 }
 
 // shared is a value that its own goroutine builds and then keeps until no
@@ -152,7 +153,8 @@ func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.
 		}
 	}
 	ck := clientKey{spec.Kubeconfig, spec.Context}
-	cs, err := acquire(ctx, life, c, c.clients, ck, func(context.Context) (*client, error) { return newClient(ck) }, nil)
+	cs, err := acquire(ctx, life, c, c.clients, ck, func(context.Context) (*client, error) { return newClient(ck) },
+		func(cl *client) { cl.conns.close() })
 	if err != nil {
 		return forward.Env{}, nil, err
 	}
@@ -171,7 +173,8 @@ func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.
 		return forward.Env{}, nil, err
 	}
 	held = append(held, func() { release(c, c.watches, wk, ws) })
-	env := forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: ws.v}
+	env := forward.Env{Config: cl.config, Client: cl.client, Namespace: ns, Pods: ws.v,
+		AfterSilence: func(silentAt time.Time) { cl.conns.closeBefore(silentAt) }}
 	if kind := spec.Target.Kind; needsLookup(kind) {
 		tk := targetKey{wk, kind}
 		ts, err := acquire(ctx, life, c, c.targets, tk, func(ctx context.Context) (*targetCache, error) {
@@ -211,10 +214,19 @@ func watchPods(ctx context.Context, client kubernetes.Interface, namespace strin
 	return forward.WatchPods(ctx, client, namespace)
 }
 
+// newClient connects as kube.Connect does, through dials the client keeps
+// (see conns).
 func newClient(k clientKey) (*client, error) {
 	c, err := kube.Connect(k.kubeconfig, k.context)
 	if err != nil {
 		return nil, err
 	}
-	return &client{config: c.Config, client: c.Client, namespace: c.Namespace}, nil
+	cfg := rest.CopyConfig(c.Config)
+	tracked := newConns(cfg.Dial)
+	cfg.Dial = tracked.DialContext
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &client{config: cfg, client: cs, namespace: c.Namespace, conns: tracked}, nil
 }
