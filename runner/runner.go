@@ -175,6 +175,13 @@ func (r *Runner) Reload(ctx context.Context) (Reload, error) {
 	select {
 	case res := <-reply:
 		return res, nil
+	case <-r.stopped: // Run stopped before applying what it read
+		select {
+		case res := <-reply:
+			return res, nil
+		default:
+			return Reload{}, errStopped
+		}
 	case <-ctx.Done():
 		return Reload{}, ctx.Err()
 	}

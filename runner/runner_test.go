@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,10 +37,14 @@ type fakeForward struct {
 	accepting atomic.Bool
 	stopped   chan struct{} // closed when Run returns
 	stoppedAt time.Time     // set before stopped is closed
+	linger    time.Duration // how long Run takes to return once its context ends
+	stopping  atomic.Bool   // its context has ended
 }
 
 func (f *fakeForward) Run(ctx context.Context) error {
 	<-ctx.Done()
+	f.stopping.Store(true)
+	time.Sleep(f.linger) // a real forward says goodbye to its tunnel
 	f.stoppedAt = time.Now()
 	close(f.stopped)
 	return nil
@@ -73,6 +78,7 @@ type harness struct {
 	mu      sync.Mutex
 	started []*fakeForward
 	onStart func(config.Forward) // called at every start attempt, if set
+	linger  time.Duration        // the forwards started from now on take this long to stop
 }
 
 // run writes content to a new forwards file and runs a runner on it.
@@ -107,9 +113,9 @@ func runAt(t *testing.T, file string, grace time.Duration, options ...func(*Runn
 		if spec.Context == "missing" {
 			return nil, nil, errors.New(`context "missing" does not exist`)
 		}
-		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{})}
-		f.accepting.Store(true)
 		h.mu.Lock()
+		f := &fakeForward{spec: spec, started: time.Now(), stopped: make(chan struct{}), linger: h.linger}
+		f.accepting.Store(true)
 		h.started = append(h.started, f)
 		h.mu.Unlock()
 		return f, nil, nil
@@ -405,6 +411,37 @@ func TestReloadDebounced(t *testing.T) {
 	}
 	if n := h.startCount(); n != 2 {
 		t.Fatalf("%d forwards started, want 2 (a, then b with the last content): an intermediate content was applied", n)
+	}
+}
+
+// 2. A save made while the one before is still being applied (stopping a
+// forward takes as long as its tunnel's goodbye) is read while it is on
+// disk: a valid save followed by a bad one, both during the apply, ends
+// with the valid one applied and the bad one refused. Read only once the
+// apply is done, the valid one would never be seen.
+func TestReloadReadsWhileApplying(t *testing.T) {
+	h := run(t, forwardsFile(map[string]int{"a": 9001}), 0)
+	h.mu.Lock()
+	h.linger = time.Second
+	h.mu.Unlock()
+	h.write(forwardsFile(map[string]int{"b": 9002})) // a stops at once; b will take a second
+	h.waitFor("b", func() bool { return h.current()["b"] != nil })
+	h.write(forwardsFile(map[string]int{"c": 9003})) // b stops: this apply takes a second
+	b := h.current()["b"]
+	h.waitFor("b stopping", b.stopping.Load)
+	h.write(forwardsFile(map[string]int{"d": 9004})) // during the apply
+	time.Sleep(300 * time.Millisecond)               // the debounce, many times over: it is read
+	h.write(forwardsFile(map[string]int{"d": 9004}) + "  - name: e\n    pod: e\n    prots: [\"9005:80\"]\n")
+	h.waitFor("the refusal", func() bool {
+		r := h.r.Snapshot().LastReload
+		return !r.Successful && len(r.Errors) == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // c's stop, if d's file was read
+	if d := h.current()["d"]; d == nil || len(h.current()) != 1 {
+		t.Fatalf("running %v after a valid save and a bad one during an apply, want d: the valid save was never read; log:\n%s", slices.Collect(maps.Keys(h.current())), h.log.String())
+	}
+	if s := h.r.Snapshot(); s.LastApply.After(s.LastReload.At) || !strings.Contains(s.LastReload.Errors[0], `unknown key "prots"`) {
+		t.Errorf("applied at %s, last reload %+v: want d's file applied, then the bad save refused", s.LastApply, s.LastReload)
 	}
 }
 

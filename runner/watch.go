@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -87,7 +88,23 @@ func (f *fileWatch) load() (*config.Config, error) {
 // run reads the file again after every burst of changes, on every receive
 // on reload (even when it did not change) and on every request (answered
 // with the result), and hands what it read to apply until ctx ends.
+//
+// Reading never waits for applying. Applying takes as long as stopping
+// the forwards that go (each says goodbye to its tunnel) and printing the
+// summary take, and a save made meanwhile must still be read while it is
+// on disk: an editor's valid save followed by a bad one, each 50 ms after
+// the last, would otherwise be read only as the bad one, and the valid one
+// would never apply. So an applier of run's applies what was read, in
+// order, coalescing what piled up while it was busy: the newest valid
+// file, then the newest refusal if one came after it.
 func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, requests <-chan chan<- Reload, log *slog.Logger, apply func(*config.Config, error, string) Reload) error {
+	in := &inbox{wake: make(chan struct{}, 1)}
+	ctx, stop := context.WithCancel(ctx)
+	var applier sync.WaitGroup
+	defer applier.Wait() // no apply outlives run: the runner shuts down next
+	defer stop()
+	applier.Go(func() { in.applyAll(ctx, apply) })
+
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -110,13 +127,87 @@ func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, requests <-
 		case <-reload:
 			log.Info("reloading on signal", "file", f.path)
 			cfg, err := f.read(log, true)
-			apply(cfg, err, TriggerSignal)
+			in.put(reading{cfg: cfg, err: err, trigger: TriggerSignal})
 		case reply := <-requests:
 			cfg, err := f.read(log, true)
-			reply <- apply(cfg, err, TriggerRequest)
+			in.put(reading{cfg: cfg, err: err, trigger: TriggerRequest, replies: []chan<- Reload{reply}})
 		case <-timer.C:
 			if cfg, err := f.read(log, false); cfg != nil || err != nil {
-				apply(cfg, err, TriggerFile)
+				in.put(reading{cfg: cfg, err: err, trigger: TriggerFile})
+			}
+		}
+	}
+}
+
+// reading is one reading of the file: a valid file (cfg), or why it was
+// refused (err), and the requests waiting for what comes of it.
+type reading struct {
+	cfg     *config.Config
+	err     error
+	trigger string
+	replies []chan<- Reload // each with room for its answer
+}
+
+// inbox holds what was read and not yet applied. Only the newest valid
+// file matters (applying it makes the forwards what it says, whatever came
+// before), and only a refusal newer than it (the last word on the file):
+// older readings are superseded, and the requests waiting for them get the
+// answer of what superseded them.
+type inbox struct {
+	mu      sync.Mutex
+	valid   *reading      // the newest valid file not yet applied
+	refused *reading      // a refusal newer than valid, not yet recorded
+	wake    chan struct{} // has room for one: the applier has something to do
+}
+
+func (in *inbox) put(r reading) {
+	in.mu.Lock()
+	if r.err == nil {
+		if in.valid != nil {
+			r.replies = append(in.valid.replies, r.replies...)
+		}
+		if in.refused != nil {
+			r.replies = append(r.replies, in.refused.replies...)
+		}
+		in.valid, in.refused = &r, nil
+	} else {
+		if in.refused != nil {
+			r.replies = append(in.refused.replies, r.replies...)
+		}
+		in.refused = &r
+	}
+	in.mu.Unlock()
+	select {
+	case in.wake <- struct{}{}:
+	default: // already woken: it takes everything there is
+	}
+}
+
+func (in *inbox) take() (valid, refused *reading) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	valid, refused = in.valid, in.refused
+	in.valid, in.refused = nil, nil
+	return valid, refused
+}
+
+// applyAll applies what is put in the inbox until ctx ends; what is still
+// there then is dropped (the runner is stopping: Reload says so).
+func (in *inbox) applyAll(ctx context.Context, apply func(*config.Config, error, string) Reload) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.wake:
+		}
+		valid, refused := in.take()
+		for _, r := range []*reading{valid, refused} {
+			if r == nil || ctx.Err() != nil {
+				continue
+			}
+			res := apply(r.cfg, r.err, r.trigger)
+			for _, reply := range r.replies {
+				reply <- res
 			}
 		}
 	}
