@@ -73,6 +73,8 @@ type Forward struct {
 	lastErrAt  time.Time
 	rtt        time.Duration
 	checks     int64
+	aliveAt    time.Time     // wall clock, no monotonic reading: when the tunnel last proved alive
+	checkNow   chan struct{} // the status found the tunnel overdue: check it now
 	transport  config.Transport
 	retryAt    time.Time
 	dial       Histogram
@@ -87,7 +89,7 @@ func New(spec config.Forward, env Env) *Forward {
 		log = slog.Default()
 	}
 	return &Forward{
-		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
+		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}), checkNow: make(chan struct{}, 1),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
 		log: log.With("forward", spec.Name), listenTCP: net.Listen,
 	}
@@ -331,7 +333,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		silentAt = time.Time{}
 		f.setTunnel(t)
 		f.mu.Lock()
-		f.state, f.transport = Active, t.up.Protocol()
+		f.state, f.transport, f.aliveAt = Active, t.up.Protocol(), time.Now().Round(0)
 		f.mu.Unlock()
 		f.log.Info("connected", "pod", pod.Name, "ready", ready(pod), "transport", string(t.up.Protocol()))
 		f.notePod(pod, tgt)
@@ -514,20 +516,35 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		case <-t.up.GoingAway():
 			return upstream.ErrGoingAway
 		case <-next:
+			continue
 		case <-tick.C:
-			rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("health check: %w", err)
-			}
-			f.mu.Lock()
-			f.rtt = rtt
-			f.checks++
-			f.health.observe(rtt)
-			f.mu.Unlock()
+		case <-f.checkNow:
+			// The status found the tunnel unheard for too long: kforward
+			// was asleep, and after a real suspend the ticker (on the
+			// monotonic clock, which stood still) may be an interval away.
 		}
+		begin := time.Now()
+		rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
+		if err != nil && ctx.Err() == nil && t.up.Err() == nil && time.Since(begin) > 2*f.spec.Health.Timeout {
+			// The ping's time ran out while kforward itself was not
+			// running (a stopped process wakes to its timers before it
+			// reads the answer waiting in its socket): that says nothing
+			// about the tunnel, and redialing would cut every open
+			// connection on it. Ask again.
+			rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("health check: %w", err)
+		}
+		f.mu.Lock()
+		f.rtt = rtt
+		f.checks++
+		f.health.observe(rtt)
+		f.aliveAt = time.Now().Round(0)
+		f.mu.Unlock()
 	}
 }
 

@@ -673,7 +673,10 @@ func TestStatus(t *testing.T) {
 		Ports:     []PortStatus{{Local: port, Remote: "echo"}},
 		Addresses: []string{fmt.Sprintf("127.0.0.1:%d", port)}, Pod: "a", PodReady: true, Transport: config.WebSocket,
 		Active: 1, Total: 2, BytesIn: 8, BytesOut: 8, HealthRTT: st.HealthRTT, HealthChecks: st.HealthChecks,
-		DialSeconds: st.DialSeconds, HealthSeconds: st.HealthSeconds}
+		HealthyAt: st.HealthyAt, DialSeconds: st.DialSeconds, HealthSeconds: st.HealthSeconds}
+	if time.Since(st.HealthyAt) > 5*time.Second {
+		t.Errorf("healthy at %s, before the health check that just passed", st.HealthyAt)
+	}
 	if st.HealthChecks < 1 {
 		t.Fatalf("%d health checks counted after one passed", st.HealthChecks)
 	}

@@ -16,9 +16,15 @@ const (
 	Starting      State = "starting"
 	WaitingForPod State = "waiting-for-pod"
 	Active        State = "active"
-	Reconnecting  State = "reconnecting"
-	Failed        State = "failed"
-	Stopped       State = "stopped" // Run has returned
+	// Checking is an active forward whose tunnel has not been heard from
+	// for longer than a health check takes: kforward itself was not
+	// running (a laptop asleep, a stopped process), and its connections
+	// may have died meanwhile without a word. A check is under way; the
+	// state becomes active again when it answers, reconnecting when not.
+	Checking     State = "checking"
+	Reconnecting State = "reconnecting"
+	Failed       State = "failed"
+	Stopped      State = "stopped" // Run has returned
 )
 
 // Status is a snapshot of a forward, safe to keep and read. It is also the
@@ -48,6 +54,7 @@ type Status struct {
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 
 	HealthRTT    time.Duration `json:"healthRTTNanoseconds,omitempty"` // last health-check round trip
+	HealthyAt    time.Time     `json:"healthyAt,omitzero"`             // when the tunnel last proved alive: dialled, or a health check answered
 	HealthChecks int64         `json:"healthChecks"`                   // health checks passed
 
 	DialSeconds   Histogram `json:"dialSeconds"`   // how long upgrading a connection to a pod took
@@ -93,6 +100,16 @@ func (f *Forward) Status() Status {
 	s := SpecStatus(f.spec)
 	s.Namespace = f.env.Namespace
 	s.State, s.Transport, s.Reconnects = f.state, f.transport, f.reconnects
+	if f.state == Active && f.overdue(time.Now()) {
+		// What was true before a sleep is not known after it: say so
+		// until the tunnel has answered, and have it asked now rather
+		// than at the next tick.
+		s.State = Checking
+		select {
+		case f.checkNow <- struct{}{}:
+		default:
+		}
+	}
 	s.Addresses = slices.Clone(f.addrs)
 	for i, port := range f.chosen {
 		s.Ports[i].Local = port
@@ -101,7 +118,7 @@ func (f *Forward) Status() Status {
 		s.RetryAt = f.retryAt
 	}
 	s.LastError, s.LastErrorAt = f.lastErr, f.lastErrAt
-	s.HealthRTT, s.HealthChecks = f.rtt, f.checks
+	s.HealthRTT, s.HealthChecks, s.HealthyAt = f.rtt, f.checks, f.aliveAt
 	s.DialSeconds, s.HealthSeconds = f.dial.clone(), f.health.clone()
 	s.Active, s.Total = f.c.active.Load(), f.c.total.Load()
 	s.BytesIn, s.BytesOut = f.c.bytes.In.Load(), f.c.bytes.Out.Load()
@@ -112,6 +129,21 @@ func (f *Forward) Status() Status {
 		s.Pod, s.PodReady = f.tun.pod.Name, f.podReady
 	}
 	return s
+}
+
+// overdue reports whether the tunnel has gone unheard for longer than a
+// health check can take: the check starts at most one interval after the
+// last answer and takes at most the timeout, and one more timeout is
+// allowed for scheduling on a busy machine. Past that, kforward itself was
+// not running. The wall clock is compared, not the monotonic one: during a
+// real suspend (a laptop's lid closed) the monotonic clock stands still on
+// Linux, so neither a timer nor a monotonic age would show the sleep.
+// Call with f.mu held.
+func (f *Forward) overdue(now time.Time) bool {
+	if f.aliveAt.IsZero() {
+		return false
+	}
+	return now.Round(0).Sub(f.aliveAt) > f.spec.Health.Interval+2*f.spec.Health.Timeout
 }
 
 // Histogram counts observations in cumulative buckets, as Prometheus does:

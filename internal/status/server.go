@@ -107,6 +107,8 @@ func NotReady(forwards []forward.Status) []string {
 		switch {
 		case s.State == forward.WaitingForPod && s.LastError == "":
 			line += ": " + noPod(s.Target)
+		case s.State == forward.Checking:
+			line += fmt.Sprintf(": the tunnel has not answered for %s (was kforward asleep?); checking it", time.Since(s.HealthyAt).Round(time.Second))
 		case s.LastError != "":
 			line += ": " + s.LastError
 		}
