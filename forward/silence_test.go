@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -67,13 +66,4 @@ func TestAfterSilence(t *testing.T) {
 
 // resetConns closes the fake kubelet's connections with a reset (SO_LINGER
 // 0), as a NAT or firewall that forgot them would.
-func resetConns(k *fakeKubelet) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for c := range k.conns {
-		if tcp, ok := c.Conn.(*net.TCPConn); ok {
-			tcp.SetLinger(0)
-		}
-		c.Conn.Close()
-	}
-}
+func resetConns(k *fakeKubelet) { k.reset() }
