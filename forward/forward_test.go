@@ -25,21 +25,13 @@ import (
 // kubelet_test.go: the real port-forward protocol, no cluster. The same
 // behaviours are tested end to end against a real API server in e2e/.
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, fakeKubeletGoroutines...) }
-
-// fakeKubeletGoroutines are the fake kubelet's server side, which the
-// forward does not own. kforward runs neither spdystream's session nor
-// cri-streaming, so every goroutine of theirs in this binary is the fake
-// kubelet's: they linger when a test froze or cut a connection (the
-// server's shutdown waits for a peer that is gone, cri-streaming's handler
-// blocks on a channel nobody reads once its connection died).
-var fakeKubeletGoroutines = []goleak.Option{
-	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).Serve"),
-	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).frameHandler"),
-	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).shutdown"),
-	goleak.IgnoreAnyFunction("github.com/moby/spdystream.(*Connection).shutdown.func1"),
-	goleak.IgnoreAnyFunction("k8s.io/cri-streaming/pkg/streaming/portforward.(*httpStreamHandler).monitorStreamPair"),
-	goleak.IgnoreAnyFunction("k8s.io/cri-streaming/pkg/streaming/portforward.(*httpStreamHandler).portForward"),
+// TestMain checks that no test leaves a goroutine behind, and removes the
+// fake kubelet's binary (kubelet_test.go).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeFakeKubelet()
+		os.Exit(code)
+	}))
 }
 
 var t0 = time.Now()
@@ -641,7 +633,7 @@ func TestStopWithFrozenPeer(t *testing.T) {
 		t.Fatalf("open connection after stop: %v", err)
 	}
 	k.close()
-	goleak.VerifyNone(t, append(fakeKubeletGoroutines, before)...)
+	goleak.VerifyNone(t, before)
 }
 
 // 10. Status reports what the forward is doing.
