@@ -94,3 +94,18 @@ func TestEnvCollisions(t *testing.T) {
 		t.Errorf("collisions of one forward with distinct ports: %q", got)
 	}
 }
+
+// Every state that is neither working nor broken for good is yellow, as
+// the README says: checking (after a sleep) among them.
+func TestStateColours(t *testing.T) {
+	p := paint(true)
+	yellow := p.yellow("x")
+	for _, s := range []forward.State{forward.WaitingForPod, forward.Reconnecting, forward.Checking} {
+		if got := p.state(s, "x"); got != yellow {
+			t.Errorf("state %s painted %q, want yellow %q", s, got, yellow)
+		}
+	}
+	if got := p.state(forward.Active, "x"); got != p.green("x") {
+		t.Errorf("active painted %q", got)
+	}
+}

@@ -184,7 +184,7 @@ func (p paint) state(s forward.State, text string) string {
 	switch s {
 	case forward.Active:
 		return p.green(text)
-	case forward.WaitingForPod, forward.Reconnecting:
+	case forward.WaitingForPod, forward.Reconnecting, forward.Checking:
 		return p.yellow(text)
 	case forward.Failed:
 		return p.red(text)
