@@ -40,6 +40,11 @@ import (
 	"github.com/kforward/kforward/runner"
 )
 
+// faultConnectTimeout is how long a local connection waits for a tunnel
+// in these tests: shorter than the faults, so that connections made during
+// one fail rather than wait it out.
+const faultConnectTimeout = 5 * time.Second
+
 // faultRun is a runner with one forward, web, to the once and http ports
 // of the Deployment web in a namespace of its own.
 type faultRun struct {
@@ -93,12 +98,12 @@ defaults:
   namespace: %s
   reconnect: {initial: %s, max: %s}
   health: {interval: %s, timeout: %s}
-  connectTimeout: 5s
+  connectTimeout: %s
 forwards:
   - name: web
     deployment: web
     ports: [":once", ":http"]
-`, kubeconfig, fr.ns, fr.reconnect.Initial, fr.reconnect.Max, health.Interval, health.Timeout))
+`, kubeconfig, fr.ns, fr.reconnect.Initial, fr.reconnect.Max, health.Interval, health.Timeout, faultConnectTimeout))
 	s := fr.rf.waitState("web", forward.Active)
 	fr.echo, fr.http = s.Addresses[0], s.Addresses[1]
 	if got, err := echoOnce(fr.echo, "hello"); err != nil || got != "hello" {
@@ -326,11 +331,16 @@ func (p *connProber) finish() []connProbe {
 // forward active again at upAt: every probe that ended before the fault or
 // began once the forward was active again must have echoed; those in
 // between are counted (failed, or held until a tunnel came and then
-// served).
+// served), and one that failed must have been closed by the forward in
+// time, not left hanging: within connectTimeout, and the two health
+// timeouts a stream open may take on a tunnel found dead under it (2s of
+// slack for a busy machine).
 func (fr *faultRun) tally(probes []connProbe, faultAt, upAt time.Time) {
 	fr.t.Helper()
 	var before, during, failed, after int
 	var firstErr error
+	var slowest time.Duration
+	closeBound := faultConnectTimeout + 2*fr.health.Timeout + 2*time.Second
 	for _, p := range probes {
 		switch {
 		case p.end.Before(faultAt):
@@ -341,6 +351,12 @@ func (fr *faultRun) tally(probes []connProbe, faultAt, upAt time.Time) {
 				failed++
 				if firstErr == nil {
 					firstErr = p.err
+				}
+				took := p.end.Sub(p.at)
+				slowest = max(slowest, took)
+				if took > closeBound {
+					fr.t.Errorf("local connection %s–%s failed after %s, want closed within %s: %v",
+						stamp(p.at), stamp(p.end), took.Round(time.Millisecond), closeBound, p.err)
 				}
 			}
 			continue
@@ -356,8 +372,8 @@ func (fr *faultRun) tally(probes []connProbe, faultAt, upAt time.Time) {
 		fr.t.Errorf("only %d local connections after recovery; the test proves nothing", after)
 	}
 	s := fr.status()
-	fr.t.Logf("local connections: %d before the fault (all echoed), %d during it (%d failed, %d served), %d after recovery (all echoed); first failure: %v",
-		before, during, failed, during-failed, after, firstErr)
+	fr.t.Logf("local connections: %d before the fault (all echoed), %d during it (%d failed, the slowest closed after %s; %d served), %d after recovery (all echoed); first failure: %v",
+		before, during, failed, slowest.Round(time.Millisecond), during-failed, after, firstErr)
 	fr.t.Logf("forward: %d reconnects, connection errors %v, last error %q", s.Reconnects, s.ConnErrors, s.LastError)
 }
 
@@ -428,8 +444,10 @@ func TestFaultNetworkBlackhole(t *testing.T) {
 	// The pod watch's connection was blackholed too, and client-go would
 	// find it dead only by its HTTP/2 health check (30s without a frame,
 	// then 15s for a ping): the runner closes it when the forward's
-	// tunnel is back, and the watch starts again at once.
-	fr.followsRollout(watchRetry(0))
+	// tunnel is back, and the watch starts again at once. A blackhole
+	// longer than that health check (soak) has the watch fail, and back
+	// off, for the rest of it.
+	fr.followsRollout(watchRetry(max(0, outage-45*time.Second)))
 }
 
 // TestFaultNetworkReset: every connection to the API server is reset at
