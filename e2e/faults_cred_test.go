@@ -11,6 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -86,7 +87,15 @@ func TestFaultCredentialsRotate(t *testing.T) {
 	if err := c.Client.CoreV1().ServiceAccounts(ns).Delete(t.Context(), "old", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	oldClient := kubernetes.NewForConfigOrDie(&rest.Config{Host: c.Config.Host, BearerToken: oldToken, TLSClientConfig: c.Config.TLSClientConfig})
+	hc, err := rest.HTTPClientFor(&rest.Config{Host: c.Config.Host, BearerToken: oldToken, TLSClientConfig: c.Config.TLSClientConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer utilnet.CloseIdleConnectionsFor(hc.Transport) // this client's, not kforward's: the leak check is kforward's
+	oldClient, err := kubernetes.NewForConfigAndClient(&rest.Config{Host: c.Config.Host}, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 30*time.Second, "the old token to be refused", func() bool {
 		_, err := oldClient.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
 		return apierrors.IsUnauthorized(err)

@@ -62,9 +62,9 @@ type Cluster struct {
 	// CertKubeconfig is an admin kubeconfig that authenticates with a
 	// client certificate and key instead.
 	CertKubeconfig string
-	Config     *rest.Config
-	Client     kubernetes.Interface
-	Dir        string
+	Config         *rest.Config
+	Client         kubernetes.Interface
+	Dir            string
 
 	removeDir bool
 	spawner   *spawner
