@@ -111,11 +111,17 @@ func TestFaultCredentialsRotate(t *testing.T) {
 		return apierrors.IsNotFound(err)
 	})
 	createPod(t, c.Client, ns, "p")
+	waitReadyPods(t, c.Client, ns, "app=p", 1)
 	var st forward.Status
-	waitFor(t, 30*time.Second, "the forward to say unauthorized", func() bool {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st = rf.status("p")
-		return st.State != forward.Active && strings.Contains(st.LastError, "unauthorized")
-	})
+		if st.State != forward.Active && strings.Contains(st.LastError, "unauthorized") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after the recreated pod was Ready the forward is %s (pod %s, last error %q), not unauthorized; log:\n%s", st.State, st.Pod, st.LastError, rf.log.String())
+		}
+	}
 	t.Logf("with the revoked token: %s: %s", st.State, st.LastError)
 	if want := "connect to pod p: unauthorized: the API server refused the kubeconfig's credentials (expired or revoked?)"; st.LastError != want {
 		t.Errorf("last error %q, want %q", st.LastError, want)
