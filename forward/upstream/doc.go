@@ -18,8 +18,8 @@
 // pipeline costs goroutine hand-offs per frame: ~30% of a download's CPU
 // was the scheduler.
 //
-// So the session is ours (conn.go). Its reader parses frames from a buffer
-// of up to 128 KiB and never blocks on a local client. A DATA payload is first
+// So the session is ours (conn.go). Its reader parses frames from a 128 KiB
+// buffer and never blocks on a local client. A DATA payload is first
 // written to the local socket without waiting (tryWrite: a non-blocking
 // write straight from the read buffer, no copy and no hand-off, which
 // carries nearly all data while the client keeps up); what the socket does
@@ -52,9 +52,9 @@
 // writer.go serialises frames without a goroutine of its own: a writer
 // that finds the connection idle writes its frame itself; writers arriving
 // meanwhile append to a pending buffer that the one in progress flushes in
-// one write. Control frames are encoded under that lock (frames.go, see
-// Memory below), so stream IDs reach the wire in increasing order, as the
-// kubelet requires. A pair's two
+// one write. Control frames are encoded under that lock with spdystream's
+// framer (which keeps the header compression state), so stream IDs reach
+// the wire in increasing order, as the kubelet requires. A pair's two
 // SYN_STREAMs (the error stream already half-closed) go out in one write
 // and the pair waits only for the data stream's reply: one round trip to
 // open, where kubectl waits for two.
@@ -76,8 +76,7 @@
 //
 //   - Reads: TLS reads the socket about one record (16 KiB) at a time.
 //     bufConn, a buffered reader beneath TLS, takes whatever the socket
-//     holds, up to 128 KiB: about 1,500 reads where kubectl makes about
-//     9,100.
+//     holds: about 1,500 reads where kubectl makes about 9,100.
 //   - Writes to local clients: one writev per run of frames of the same
 //     stream that one read brought, straight from the read buffer
 //     (tryWrite), instead of a copy and a hand-off per frame.
@@ -93,65 +92,6 @@
 // The result, side by side with kubectl in one run of make bench: 0.44-0.56
 // of its CPU per GiB, 1.2-1.6 times its throughput, 0.63 of its new
 // connection time (BENCHMARKS.md).
-//
-// # Memory: what an idle tunnel holds
-//
-// Each forward has a tunnel of its own, and most are idle most of the
-// time, so what an idle tunnel holds is what kforward costs at scale. A
-// heap profile of kforward with 200 idle forwards (make bench's scale
-// scenario, about 165 MiB RSS) showed 243 MB of heap, nearly all of it
-// per tunnel, about 1.15 MB each:
-//
-//   - 790 KB: spdystream's header compressor, zlib at its best compression
-//     (its hash tables are most of it), made with a session's first
-//     SYN_STREAM and kept for the session's life: 160 MB in all.
-//   - 256 KiB: two 128 KiB read buffers, the session's and bufConn's, each
-//     held by the read that waits for the next byte.
-//   - 32 KiB: gorilla's read buffer (WebSocket).
-//
-// None of it is needed while nothing flows, so none of it is held then:
-//
-//   - Header blocks are written stored: uncompressed deflate blocks in the
-//     session's zlib stream (with the SPDY dictionary's ID in its header),
-//     which the kubelet's inflater reads like any other. frames.go encodes
-//     our four frames (SYN_STREAM, RST_STREAM, PING, an empty FIN) itself:
-//     no compression state at all, for SYN_STREAMs about 40 bytes longer,
-//     two per new connection.
-//   - The session reads through frameReader (reader.go): with nothing
-//     buffered it reads into 1 KiB inside the Conn, which pings, their
-//     answers, replies and short exchanges fit; a frame that does not fit
-//     takes a 128 KiB buffer from a pool, which goes back as soon as
-//     everything read has been consumed. A frame's header stays buffered
-//     until the frame is consumed, so a read with nothing buffered, the
-//     one an idle tunnel waits in, is always between frames, into 1 KiB.
-//   - bufConn reads the socket itself (RawConn.Read): it takes a pooled
-//     buffer only to read what the socket holds, and when the socket is
-//     empty gives it back before it waits (the read that finds it empty is
-//     the one Go's own Read makes before waiting). Where the socket is not
-//     reachable (no syscall.Conn; not Unix), it reads into TLS's own
-//     buffer until a read fills it, then through a pooled one.
-//   - Write batches (the writer's pending frames, bufConn's TLS records)
-//     come from a pool and go back when the writer is idle; gorilla reads
-//     through 4 KiB, which its frame headers need (payloads go straight to
-//     our buffer); the SPDY upgrade's reader is dropped once drained.
-//
-// TestIdleTunnelHoldsNoLargeBuffers checks these from inside the reads and
-// waits themselves. After, a heap profile of the same 200 idle forwards
-// has 14-18 KB per tunnel, nearly all TLS's (the record buffer its
-// handshake grew, AES-GCM state, the certificates), the Conn with its
-// 1 KiB, and gorilla's 4 KiB. make bench's scale scenario: 57 MiB RSS for
-// 200 forwards where one takes 33 MiB (165 MiB before), about 120 KiB per
-// forward in all: under 30 KB of live heap (the forward's own state
-// included), 25 KB of goroutine stacks, and garbage that Go's default GC
-// target (twice the live heap) lets gather between collections. Only that
-// last part would a GOGC or memory limit trade for CPU; at 57 MiB it is
-// not worth it, so none is set. A busy tunnel holds what it did (two 128
-// KiB buffers, from the pools now). The cost while data flows, each time the session's large
-// buffer runs empty: a read into the small one, a copy of at most 1 KiB
-// and two pool operations, no syscall (beneath is TLS or the WebSocket
-// tunnel). Side by side on this shared machine, throughput and CPU per
-// GiB moved by less than its noise (medians within 10%, either way;
-// BENCHMARKS.md).
 //
 // # Health
 //
