@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,9 +17,9 @@ import (
 	"github.com/kforward/kforward/config"
 )
 
-// Sizes on the data path, chosen from profiles (see the package doc; and
-// reader.go for the read buffers).
+// Sizes on the data path, chosen from profiles (see the package doc).
 const (
+	readBufferSize = 128 << 10 // the upgraded connection is read through this
 	minUploadChunk = 4 << 10   // a local client is read into this much at first,
 	maxUploadChunk = 128 << 10 // doubling up to this while it fills every read
 	maxErrorText   = 64 << 10  // what is kept of an error stream's message
@@ -81,14 +82,12 @@ type Conn struct {
 	awayOnce sync.Once
 	served   chan struct{} // closed once the reader has stopped
 	flushers sync.WaitGroup
-
-	in frameReader // the reader goroutine's alone
 }
 
 // newConn starts a client session on c, an upgraded connection whose TCP
 // connection is raw; if batch is not nil, the writer brackets each write
 // with it (see bufConn).
-func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Options) *Conn {
+func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Options) (*Conn, error) {
 	if opts.ClientBuffer <= 0 {
 		opts.ClientBuffer = config.DefaultClientBuffer
 	}
@@ -98,10 +97,15 @@ func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Opt
 		pairs: map[uint32]*pair{}, pings: map[uint32]chan struct{}{}, nextID: 1,
 		dead: make(chan struct{}), goAway: make(chan struct{}), served: make(chan struct{}),
 	}
-	conn.w = newWriter(c, batch, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
-	conn.w.handoff = conn.startFlusher
+	w, err := newWriter(c, batch, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	w.handoff = conn.startFlusher
+	conn.w = w
 	go conn.read(c)
-	return conn
+	return conn, nil
 }
 
 // Protocol is the transport the upgrade used.
@@ -191,7 +195,7 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 		c.mu.Unlock()
 	}()
 	start := time.Now()
-	c.sendControl(func(e *encoder) { e.ping(id) })
+	c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -209,7 +213,7 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 // sendControl queues a control frame without waiting for the connection to
 // take it: the reader must never block on a write (the peer may be blocked
 // writing to us), and callers that wait for an answer time out on their own.
-func (c *Conn) sendControl(encode func(*encoder)) {
+func (c *Conn) sendControl(encode func(*spdy.Framer) error) {
 	if c.w.queue(encode) && !c.startFlusher() {
 		c.w.stop(errClosed) // nothing will be written any more
 	}
@@ -234,9 +238,7 @@ func (c *Conn) startFlusher() bool {
 // read reads frames until the connection fails, then ends every pair.
 func (c *Conn) read(r io.Reader) {
 	defer close(c.served)
-	c.in.init(r)
-	err := c.readFrames(&c.in)
-	c.in.close()
+	err := c.readFrames(bufio.NewReaderSize(r, readBufferSize))
 	select {
 	case <-c.dead:
 	default:
@@ -260,80 +262,79 @@ func (c *Conn) read(r io.Reader) {
 // the read buffer; control frames need at most their first 8 bytes: header
 // blocks (of SYN_REPLY and HEADERS) are never decoded, since the kubelet's
 // replies carry nothing a client needs.
-//
-// A frame's header stays in the reader until the frame is consumed, so
-// that the reader has nothing buffered only between frames (see
-// frameReader).
-func (c *Conn) readFrames(in *frameReader) error {
+func (c *Conn) readFrames(br *bufio.Reader) error {
+	var h [8]byte
 	for {
-		h, err := in.peek(frameHeaderLen)
-		if err != nil {
+		if _, err := io.ReadFull(br, h[:]); err != nil {
 			return err
 		}
 		first, second := binary.BigEndian.Uint32(h[:4]), binary.BigEndian.Uint32(h[4:])
 		flags, length := uint8(second>>24), int(second&0xffffff)
 		if first&0x80000000 == 0 {
-			if err := c.readData(in, first&0x7fffffff, flags, length); err != nil {
+			if err := c.readData(br, first&0x7fffffff, flags, length); err != nil {
 				return err
 			}
 			continue
 		}
-		k := min(length, 8)
-		b, err := in.peek(frameHeaderLen + k)
-		if err != nil {
+		var p [8]byte
+		k := min(length, len(p))
+		if _, err := io.ReadFull(br, p[:k]); err != nil {
 			return err
 		}
-		var p [8]byte
-		copy(p[:], b[frameHeaderLen:])
-		if err := in.discard(frameHeaderLen + length); err != nil {
+		if _, err := br.Discard(length - k); err != nil {
 			return err
 		}
 		c.control(spdy.ControlFrameType(first&0xffff), flags, p[:k])
 	}
 }
 
-const frameHeaderLen = 8 // of every SPDY frame
-
-func (c *Conn) readData(in *frameReader, id uint32, flags uint8, length int) error {
+func (c *Conn) readData(br *bufio.Reader, id uint32, flags uint8, length int) error {
 	c.mu.Lock()
 	p := c.pairs[id]
 	c.mu.Unlock()
 	fin := spdy.DataFlags(flags)&spdy.DataFlagFin != 0
 	if p == nil { // a stream we have already forgotten
-		return in.discard(frameHeaderLen + length)
+		_, err := br.Discard(length)
+		return err
 	}
-	if frameHeaderLen+length <= maxPeek {
+	if length <= br.Size() {
 		// The whole frame, and with it any further frames of the same
 		// stream already read: one write to the local client for them all.
-		b, err := in.peek(frameHeaderLen + length)
+		b, err := br.Peek(length)
 		if err != nil {
 			return err
 		}
-		bufs, used, last := [][]byte{b[frameHeaderLen:]}, len(b), fin
+		bufs, used, last := [][]byte{b}, length, fin
 		if !fin && id == p.dataID {
 			var more int
-			bufs, more, last = sameStream(bufs, in.buffered()[used:], id)
+			bufs, more, last = sameStream(bufs, peekBuffered(br, length), id)
 			used += more
 		}
 		p.receive(id, bufs, last)
-		in.discard(used)
+		br.Discard(used)
 	} else {
-		in.discard(frameHeaderLen)
 		for length > 0 { // larger than the buffer: in pieces
-			n := min(length, maxPeek)
-			b, err := in.peek(n)
+			n := min(length, br.Size())
+			b, err := br.Peek(n)
 			if err != nil {
 				return err
 			}
 			length -= n
 			p.receive(id, [][]byte{b}, fin && length == 0)
-			in.discard(n)
+			br.Discard(n)
 		}
 	}
 	if over := c.buffered.Load() - c.budget; over > 0 {
 		c.shed()
 	}
 	return nil
+}
+
+// peekBuffered returns what br holds after its first skip bytes, without
+// reading more.
+func peekBuffered(br *bufio.Reader, skip int) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b[skip:]
 }
 
 // sameStream appends to bufs the payloads of the complete DATA frames of
@@ -381,7 +382,7 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 	case spdy.TypePing:
 		id = binary.BigEndian.Uint32(p) // ping IDs use all 32 bits
 		if id%2 == 0 {                  // the server's: echo it
-			c.sendControl(func(e *encoder) { e.ping(id) })
+			c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
 			return
 		}
 		c.mu.Lock()
@@ -392,7 +393,9 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 			close(echo)
 		}
 	case spdy.TypeSynStream: // the pod side opens no streams
-		c.sendControl(func(e *encoder) { e.rstStream(id, spdy.RefusedStream) })
+		c.sendControl(func(f *spdy.Framer) error {
+			return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(id), Status: spdy.RefusedStream})
+		})
 	case spdy.TypeGoAway:
 		c.awayOnce.Do(func() { close(c.goAway) })
 	}

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"sync"
@@ -12,28 +13,6 @@ import (
 // maxPending bounds the frames queued behind a write in progress; past it
 // DATA writers wait, which is the only backpressure SPDY here has.
 const maxPending = 512 << 10
-
-// batches pools the buffers that writes are gathered in (the writer's
-// pending frames, bufConn's TLS records), so that a connection holds one
-// only while it writes.
-var batches sync.Pool // of *[]byte
-
-func getBatch() []byte {
-	if b, ok := batches.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, 4<<10)
-}
-
-// putBatch gives b back for another write, unless it grew larger than
-// any batch of ours (maxPending and a frame, in TLS records).
-func putBatch(b []byte) {
-	if cap(b) == 0 || cap(b) > 2*maxPending {
-		return
-	}
-	b = b[:0]
-	batches.Put(&b)
-}
 
 // writer serialises frames onto the upgraded connection without a goroutine
 // of its own. A caller that finds the connection idle writes its frame
@@ -50,7 +29,8 @@ type writer struct {
 
 	mu      sync.Mutex
 	space   sync.Cond // pending fell below maxPending, or err was set
-	enc     encoder   // control frames; its header compression state follows the wire's order
+	framer  *spdy.Framer
+	encoded bytes.Buffer // the framer writes control frames here
 	pending []byte
 	spare   []byte
 	busy    bool // a write is in progress
@@ -64,10 +44,17 @@ type batcher interface {
 	release() error
 }
 
-func newWriter(conn io.Writer, batch batcher, failed func(error)) *writer {
+func newWriter(conn io.Writer, batch batcher, failed func(error)) (*writer, error) {
 	w := &writer{conn: conn, batch: batch, failed: failed}
 	w.space.L = &w.mu
-	return w
+	// The framer keeps the header compression state, which must see header
+	// blocks in the order they go on the wire: it is only used under mu.
+	f, err := spdy.NewFramer(&w.encoded, nil)
+	if err != nil {
+		return nil, err
+	}
+	w.framer = f
+	return w, nil
 }
 
 const dataHeaderLen = 8
@@ -93,9 +80,6 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 		return err
 	}
 	if w.busy {
-		if w.pending == nil {
-			w.pending = getBatch()
-		}
 		w.pending = append(w.pending, frame...)
 		w.mu.Unlock()
 		return nil
@@ -105,22 +89,27 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 	return w.write(frame)
 }
 
-// queue encodes control frames at the end of pending, under the lock, so
-// that stream IDs and header blocks go on the wire in the order they were
-// made. It reports whether the caller must call flush: nobody else is
-// writing.
-func (w *writer) queue(encode func(*encoder)) (mustFlush bool) {
+// queue encodes control frames under the lock, so that stream IDs and
+// header blocks go on the wire in the order they were made, and appends
+// them to pending. It reports whether the caller must call flush: nobody
+// else is writing.
+func (w *writer) queue(encode func(*spdy.Framer) error) (mustFlush bool) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.err != nil {
+		w.mu.Unlock()
 		return false
 	}
-	if w.pending == nil {
-		w.pending = getBatch()
+	w.encoded.Reset()
+	if err := encode(w.framer); err != nil {
+		first := w.fail(err)
+		w.mu.Unlock()
+		if first {
+			w.failed(err)
+		}
+		return false
 	}
-	w.enc.b = w.pending
-	encode(&w.enc)
-	w.pending, w.enc.b = w.enc.b, nil
+	defer w.mu.Unlock()
+	w.pending = append(w.pending, w.encoded.Bytes()...)
 	if w.busy {
 		return false
 	}
@@ -158,13 +147,9 @@ func (w *writer) write(first []byte) error {
 		w.mu.Lock()
 		w.spare = buf[:0]
 	}
-	// Idle now, or failed: keep no buffer (an idle connection holds none).
-	if len(w.pending) == 0 {
-		putBatch(w.pending)
-		w.pending = nil
+	if cap(w.spare) > maxPending { // a burst is over: do not keep its peak
+		w.spare = nil
 	}
-	putBatch(w.spare)
-	w.spare = nil
 	w.busy = false
 	w.space.Broadcast() // finish may wait for the write to end
 	told := err != nil && w.fail(err)

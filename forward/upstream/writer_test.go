@@ -51,7 +51,10 @@ func frames(t *testing.T, b []byte) map[uint32][]string {
 // stream's frames stay in their order.
 func TestWriterCombinesFrames(t *testing.T) {
 	conn := &slowConn{delay: 2 * time.Millisecond}
-	w := newWriter(conn, nil, func(error) {})
+	w, err := newWriter(conn, nil, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const streams, each = 8, 50
 	var wg sync.WaitGroup
 	for s := range streams {
@@ -99,7 +102,10 @@ func TestWriterCombinesFrames(t *testing.T) {
 func TestWriterFailure(t *testing.T) {
 	conn := &slowConn{err: errors.New("broken pipe")}
 	var failures []error
-	w := newWriter(conn, nil, func(err error) { failures = append(failures, err) })
+	w, err := newWriter(conn, nil, func(err error) { failures = append(failures, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 3 {
 		if err := w.data(1, false, make([]byte, dataHeaderLen+4)); err == nil {
 			t.Fatal("a write to a broken connection succeeded")
