@@ -87,7 +87,7 @@ type Conn struct {
 // newConn starts a client session on c, an upgraded connection whose TCP
 // connection is raw; if batch is not nil, the writer brackets each write
 // with it (see bufConn).
-func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Options) (*Conn, error) {
+func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Options) *Conn {
 	if opts.ClientBuffer <= 0 {
 		opts.ClientBuffer = config.DefaultClientBuffer
 	}
@@ -97,15 +97,10 @@ func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Opt
 		pairs: map[uint32]*pair{}, pings: map[uint32]chan struct{}{}, nextID: 1,
 		dead: make(chan struct{}), goAway: make(chan struct{}), served: make(chan struct{}),
 	}
-	w, err := newWriter(c, batch, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	w.handoff = conn.startFlusher
-	conn.w = w
+	conn.w = newWriter(c, batch, func(err error) { conn.kill(fmt.Errorf("write: %w", err)) })
+	conn.w.handoff = conn.startFlusher
 	go conn.read(c)
-	return conn, nil
+	return conn
 }
 
 // Protocol is the transport the upgrade used.
@@ -195,7 +190,7 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 		c.mu.Unlock()
 	}()
 	start := time.Now()
-	c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
+	c.sendControl(func(e *encoder) { e.ping(id) })
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -213,7 +208,7 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 // sendControl queues a control frame without waiting for the connection to
 // take it: the reader must never block on a write (the peer may be blocked
 // writing to us), and callers that wait for an answer time out on their own.
-func (c *Conn) sendControl(encode func(*spdy.Framer) error) {
+func (c *Conn) sendControl(encode func(*encoder)) {
 	if c.w.queue(encode) && !c.startFlusher() {
 		c.w.stop(errClosed) // nothing will be written any more
 	}
@@ -382,7 +377,7 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 	case spdy.TypePing:
 		id = binary.BigEndian.Uint32(p) // ping IDs use all 32 bits
 		if id%2 == 0 {                  // the server's: echo it
-			c.sendControl(func(f *spdy.Framer) error { return f.WriteFrame(&spdy.PingFrame{Id: id}) })
+			c.sendControl(func(e *encoder) { e.ping(id) })
 			return
 		}
 		c.mu.Lock()
@@ -393,9 +388,7 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 			close(echo)
 		}
 	case spdy.TypeSynStream: // the pod side opens no streams
-		c.sendControl(func(f *spdy.Framer) error {
-			return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(id), Status: spdy.RefusedStream})
-		})
+		c.sendControl(func(e *encoder) { e.rstStream(id, spdy.RefusedStream) })
 	case spdy.TypeGoAway:
 		c.awayOnce.Do(func() { close(c.goAway) })
 	}

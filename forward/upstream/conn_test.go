@@ -21,10 +21,7 @@ func session(t *testing.T, handle spdystream.StreamHandler) *Conn {
 		t.Fatal(err)
 	}
 	go srv.Serve(handle)
-	c, err := newConn(client, client, nil, config.SPDY, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConn(client, client, nil, config.SPDY, Options{})
 	t.Cleanup(func() {
 		c.Close(errors.New("test over"))
 		server.Close()
@@ -63,14 +60,11 @@ func TestStreamNeverReplied(t *testing.T) {
 func TestDeadTunnelNoStream(t *testing.T) {
 	client, server := net.Pipe() // nobody reads the server's end
 	defer server.Close()
-	c, err := newConn(client, client, nil, config.SPDY, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConn(client, client, nil, config.SPDY, Options{})
 	defer c.Close(errors.New("test over"))
 	local, peer := net.Pipe()
 	defer peer.Close()
-	err = c.Forward(local, 80, 50*time.Millisecond, &Bytes{})
+	err := c.Forward(local, 80, 50*time.Millisecond, &Bytes{})
 	if !errors.Is(err, ErrNoStream) {
 		t.Fatalf("Forward: %v; want ErrNoStream", err)
 	}

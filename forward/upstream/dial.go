@@ -95,9 +95,9 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
 	}
 	if tcp.bc == nil { // through a proxy: no batching beneath TLS
-		return newConn(up.conn, up.conn, nil, config.SPDY, opts)
+		return newConn(up.conn, up.conn, nil, config.SPDY, opts), nil
 	}
-	return newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts)
+	return newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts), nil
 }
 
 // spdyUpgrader sends the upgrade request and keeps the connection, with
@@ -219,10 +219,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	if tcp.bc != nil {
 		raw, batch = tcp.raw, tcp.bc
 	}
-	c, err := newConn(tunnel, raw, batch, config.WebSocket, opts)
-	if err != nil {
-		return nil, err
-	}
+	c := newConn(tunnel, raw, batch, config.WebSocket, opts)
 	c.goodbye = func(deadline time.Time) {
 		ws.WriteControl(gwebsocket.CloseMessage, gwebsocket.FormatCloseMessage(gwebsocket.CloseNormalClosure, ""), deadline)
 	}

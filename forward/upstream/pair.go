@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +32,13 @@ type PodError struct {
 }
 
 func (e *PodError) Error() string { return fmt.Sprintf("port %d: %s", e.Port, e.Msg) }
+
+// The headers of a pair's SYN_STREAMs; SPDY wants header names lowercase.
+var (
+	headerStreamType = strings.ToLower(corev1.StreamType)
+	headerPort       = strings.ToLower(corev1.PortHeader)
+	headerRequestID  = strings.ToLower(corev1.PortForwardRequestIDHeader)
+)
 
 // pair is one local connection carried over an error stream and a data
 // stream, as the kubelet's port-forward protocol wants.
@@ -110,15 +116,8 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 		return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
 	default:
 	}
-	reqID := strconv.FormatUint(c.nextReq.Add(1), 10)
-	headers := func(kind string) http.Header {
-		h := http.Header{}
-		h.Set(corev1.StreamType, kind)
-		h.Set(corev1.PortHeader, strconv.Itoa(port))
-		h.Set(corev1.PortForwardRequestIDHeader, reqID)
-		return h
-	}
-	c.sendControl(func(f *spdy.Framer) error {
+	reqID, portText := strconv.FormatUint(c.nextReq.Add(1), 10), strconv.Itoa(port)
+	c.sendControl(func(e *encoder) {
 		// IDs are taken here, under the writer's lock, so they reach the
 		// wire in increasing order as the kubelet requires.
 		p.errID, p.dataID = c.nextID, c.nextID+2
@@ -126,13 +125,8 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 		c.mu.Lock()
 		c.pairs[p.errID], c.pairs[p.dataID] = p, p
 		c.mu.Unlock()
-		if err := f.WriteFrame(&spdy.SynStreamFrame{
-			StreamId: spdy.StreamId(p.errID), Headers: headers(corev1.StreamTypeError),
-			CFHeader: spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin},
-		}); err != nil {
-			return err
-		}
-		return f.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(p.dataID), Headers: headers(corev1.StreamTypeData)})
+		e.synStream(p.errID, true, headerStreamType, corev1.StreamTypeError, headerPort, portText, headerRequestID, reqID)
+		e.synStream(p.dataID, false, headerStreamType, corev1.StreamTypeData, headerPort, portText, headerRequestID, reqID)
 	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -261,9 +255,7 @@ func (p *pair) tell(err error) {
 	case p.c.Err() != nil || resetByPeer:
 	case err == nil:
 		if !finSent { // queued, not waited for: ending never blocks
-			p.c.sendControl(func(f *spdy.Framer) error {
-				return f.WriteFrame(&spdy.DataFrame{StreamId: spdy.StreamId(p.dataID), Flags: spdy.DataFlagFin})
-			})
+			p.c.sendControl(func(e *encoder) { e.fin(p.dataID) })
 		}
 	default:
 		p.reset()
@@ -272,11 +264,9 @@ func (p *pair) tell(err error) {
 
 // reset cancels both streams of the pair.
 func (p *pair) reset() {
-	p.c.sendControl(func(f *spdy.Framer) error {
-		if err := f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.dataID), Status: spdy.Cancel}); err != nil {
-			return err
-		}
-		return f.WriteFrame(&spdy.RstStreamFrame{StreamId: spdy.StreamId(p.errID), Status: spdy.Cancel})
+	p.c.sendControl(func(e *encoder) {
+		e.rstStream(p.dataID, spdy.Cancel)
+		e.rstStream(p.errID, spdy.Cancel)
 	})
 }
 

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"encoding/binary"
 	"io"
 	"sync"
@@ -29,8 +28,7 @@ type writer struct {
 
 	mu      sync.Mutex
 	space   sync.Cond // pending fell below maxPending, or err was set
-	framer  *spdy.Framer
-	encoded bytes.Buffer // the framer writes control frames here
+	enc     encoder   // control frames; its header stream follows the wire's order
 	pending []byte
 	spare   []byte
 	busy    bool // a write is in progress
@@ -44,17 +42,10 @@ type batcher interface {
 	release() error
 }
 
-func newWriter(conn io.Writer, batch batcher, failed func(error)) (*writer, error) {
+func newWriter(conn io.Writer, batch batcher, failed func(error)) *writer {
 	w := &writer{conn: conn, batch: batch, failed: failed}
 	w.space.L = &w.mu
-	// The framer keeps the header compression state, which must see header
-	// blocks in the order they go on the wire: it is only used under mu.
-	f, err := spdy.NewFramer(&w.encoded, nil)
-	if err != nil {
-		return nil, err
-	}
-	w.framer = f
-	return w, nil
+	return w
 }
 
 const dataHeaderLen = 8
@@ -89,27 +80,19 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 	return w.write(frame)
 }
 
-// queue encodes control frames under the lock, so that stream IDs and
-// header blocks go on the wire in the order they were made, and appends
-// them to pending. It reports whether the caller must call flush: nobody
-// else is writing.
-func (w *writer) queue(encode func(*spdy.Framer) error) (mustFlush bool) {
+// queue encodes control frames at the end of pending, under the lock, so
+// that stream IDs and header blocks go on the wire in the order they were
+// made. It reports whether the caller must call flush: nobody else is
+// writing.
+func (w *writer) queue(encode func(*encoder)) (mustFlush bool) {
 	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		return false
-	}
-	w.encoded.Reset()
-	if err := encode(w.framer); err != nil {
-		first := w.fail(err)
-		w.mu.Unlock()
-		if first {
-			w.failed(err)
-		}
-		return false
-	}
 	defer w.mu.Unlock()
-	w.pending = append(w.pending, w.encoded.Bytes()...)
+	if w.err != nil {
+		return false
+	}
+	w.enc.b = w.pending
+	encode(&w.enc)
+	w.pending, w.enc.b = w.enc.b, nil
 	if w.busy {
 		return false
 	}

@@ -51,10 +51,7 @@ func frames(t *testing.T, b []byte) map[uint32][]string {
 // stream's frames stay in their order.
 func TestWriterCombinesFrames(t *testing.T) {
 	conn := &slowConn{delay: 2 * time.Millisecond}
-	w, err := newWriter(conn, nil, func(error) {})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWriter(conn, nil, func(error) {})
 	const streams, each = 8, 50
 	var wg sync.WaitGroup
 	for s := range streams {
@@ -102,10 +99,7 @@ func TestWriterCombinesFrames(t *testing.T) {
 func TestWriterFailure(t *testing.T) {
 	conn := &slowConn{err: errors.New("broken pipe")}
 	var failures []error
-	w, err := newWriter(conn, nil, func(err error) { failures = append(failures, err) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWriter(conn, nil, func(err error) { failures = append(failures, err) })
 	for range 3 {
 		if err := w.data(1, false, make([]byte, dataHeaderLen+4)); err == nil {
 			t.Fatal("a write to a broken connection succeeded")
