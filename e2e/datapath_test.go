@@ -57,7 +57,7 @@ func TestStalledClient(t *testing.T) {
 				body, err := get(addr, "/")
 				took := time.Since(begin)
 				if err != nil || strings.TrimSpace(body) != ns+"/p" {
-					t.Fatalf("request %d beside the stalled client: %q, %v", i, body, err)
+					t.Fatalf("request %d beside the stalled client: %q, %v\nlog:\n%s\nstatus %+v", i, body, err, log, f.Status())
 				}
 				worst = max(worst, took)
 			}

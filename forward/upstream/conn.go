@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,9 +16,9 @@ import (
 	"github.com/kforward/kforward/config"
 )
 
-// Sizes on the data path, chosen from profiles (see the package doc).
+// Sizes on the data path, chosen from profiles (see the package doc; and
+// reader.go for the read buffers).
 const (
-	readBufferSize = 128 << 10 // the upgraded connection is read through this
 	minUploadChunk = 4 << 10   // a local client is read into this much at first,
 	maxUploadChunk = 128 << 10 // doubling up to this while it fills every read
 	maxErrorText   = 64 << 10  // what is kept of an error stream's message
@@ -82,6 +81,8 @@ type Conn struct {
 	awayOnce sync.Once
 	served   chan struct{} // closed once the reader has stopped
 	flushers sync.WaitGroup
+
+	in frameReader // the reader goroutine's alone
 }
 
 // newConn starts a client session on c, an upgraded connection whose TCP
@@ -233,7 +234,9 @@ func (c *Conn) startFlusher() bool {
 // read reads frames until the connection fails, then ends every pair.
 func (c *Conn) read(r io.Reader) {
 	defer close(c.served)
-	err := c.readFrames(bufio.NewReaderSize(r, readBufferSize))
+	c.in.init(r)
+	err := c.readFrames(&c.in)
+	c.in.close()
 	select {
 	case <-c.dead:
 	default:
@@ -257,79 +260,80 @@ func (c *Conn) read(r io.Reader) {
 // the read buffer; control frames need at most their first 8 bytes: header
 // blocks (of SYN_REPLY and HEADERS) are never decoded, since the kubelet's
 // replies carry nothing a client needs.
-func (c *Conn) readFrames(br *bufio.Reader) error {
-	var h [8]byte
+//
+// A frame's header stays in the reader until the frame is consumed, so
+// that the reader has nothing buffered only between frames (see
+// frameReader).
+func (c *Conn) readFrames(in *frameReader) error {
 	for {
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		h, err := in.peek(frameHeaderLen)
+		if err != nil {
 			return err
 		}
 		first, second := binary.BigEndian.Uint32(h[:4]), binary.BigEndian.Uint32(h[4:])
 		flags, length := uint8(second>>24), int(second&0xffffff)
 		if first&0x80000000 == 0 {
-			if err := c.readData(br, first&0x7fffffff, flags, length); err != nil {
+			if err := c.readData(in, first&0x7fffffff, flags, length); err != nil {
 				return err
 			}
 			continue
 		}
-		var p [8]byte
-		k := min(length, len(p))
-		if _, err := io.ReadFull(br, p[:k]); err != nil {
+		k := min(length, 8)
+		b, err := in.peek(frameHeaderLen + k)
+		if err != nil {
 			return err
 		}
-		if _, err := br.Discard(length - k); err != nil {
+		var p [8]byte
+		copy(p[:], b[frameHeaderLen:])
+		if err := in.discard(frameHeaderLen + length); err != nil {
 			return err
 		}
 		c.control(spdy.ControlFrameType(first&0xffff), flags, p[:k])
 	}
 }
 
-func (c *Conn) readData(br *bufio.Reader, id uint32, flags uint8, length int) error {
+const frameHeaderLen = 8 // of every SPDY frame
+
+func (c *Conn) readData(in *frameReader, id uint32, flags uint8, length int) error {
 	c.mu.Lock()
 	p := c.pairs[id]
 	c.mu.Unlock()
 	fin := spdy.DataFlags(flags)&spdy.DataFlagFin != 0
 	if p == nil { // a stream we have already forgotten
-		_, err := br.Discard(length)
-		return err
+		return in.discard(frameHeaderLen + length)
 	}
-	if length <= br.Size() {
+	if frameHeaderLen+length <= maxPeek {
 		// The whole frame, and with it any further frames of the same
 		// stream already read: one write to the local client for them all.
-		b, err := br.Peek(length)
+		b, err := in.peek(frameHeaderLen + length)
 		if err != nil {
 			return err
 		}
-		bufs, used, last := [][]byte{b}, length, fin
+		bufs, used, last := [][]byte{b[frameHeaderLen:]}, len(b), fin
 		if !fin && id == p.dataID {
 			var more int
-			bufs, more, last = sameStream(bufs, peekBuffered(br, length), id)
+			bufs, more, last = sameStream(bufs, in.buffered()[used:], id)
 			used += more
 		}
 		p.receive(id, bufs, last)
-		br.Discard(used)
+		in.discard(used)
 	} else {
+		in.discard(frameHeaderLen)
 		for length > 0 { // larger than the buffer: in pieces
-			n := min(length, br.Size())
-			b, err := br.Peek(n)
+			n := min(length, maxPeek)
+			b, err := in.peek(n)
 			if err != nil {
 				return err
 			}
 			length -= n
 			p.receive(id, [][]byte{b}, fin && length == 0)
-			br.Discard(n)
+			in.discard(n)
 		}
 	}
 	if over := c.buffered.Load() - c.budget; over > 0 {
 		c.shed()
 	}
 	return nil
-}
-
-// peekBuffered returns what br holds after its first skip bytes, without
-// reading more.
-func peekBuffered(br *bufio.Reader, skip int) []byte {
-	b, _ := br.Peek(br.Buffered())
-	return b[skip:]
 }
 
 // sameStream appends to bufs the payloads of the complete DATA frames of

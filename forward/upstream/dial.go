@@ -131,13 +131,22 @@ func (s *spdyUpgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// bufferedConn reads what the server sent after the upgrade response first.
+// bufferedConn reads what the server sent after the upgrade response
+// first, then lets go of the reader that held it.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *bufio.Reader // nil once empty
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
 
 // upgradeError describes a refused upgrade; an API status (say, the pod's
 // 404) comes back as a StatusError.
@@ -180,7 +189,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		Proxy:           proxyFor(cfg),
 		TLSClientConfig: tlsConfig,
 		Subprotocols:    []string{protocol},
-		ReadBufferSize:  32 << 10,              // our own buffer is above it
+		ReadBufferSize:  4 << 10,               // frame headers: payloads go straight to our reader's buffer
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
 		WriteBufferPool: writeBuffers,          // held only while writing
 		NetDialContext:  tcp.dial,
@@ -249,64 +258,6 @@ func (t *tcpDial) dial(ctx context.Context, network, addr string) (net.Conn, err
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-// bufConn is the TCP connection beneath TLS, read and written in large
-// pieces. TLS reads the socket about a record (16 KiB) at a time and writes
-// each record with a syscall of its own; syscalls are most of a
-// forwarder's work. Through bufConn a read takes whatever the socket holds,
-// up to socketReadSize, and the session's writer holds the writes of each
-// batch of frames and releases them in one syscall. Writes outside a batch
-// (the TLS handshake, the upgrade, a WebSocket pong) go straight through.
-type bufConn struct {
-	net.Conn
-	r *bufio.Reader
-
-	mu      sync.Mutex
-	holding bool
-	w       []byte
-}
-
-const socketReadSize = 128 << 10
-
-func newBufConn(c net.Conn) *bufConn {
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, socketReadSize)}
-}
-
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func (c *bufConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.holding {
-		return c.Conn.Write(p)
-	}
-	c.w = append(c.w, p...)
-	return len(p), nil
-}
-
-func (c *bufConn) hold() {
-	c.mu.Lock()
-	c.holding = true
-	c.mu.Unlock()
-}
-
-func (c *bufConn) release() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.holding = false
-	if len(c.w) == 0 {
-		return nil
-	}
-	// gorilla sets a deadline for its control frames (a pong) and leaves
-	// it: a batch must not inherit it.
-	c.Conn.SetWriteDeadline(time.Time{})
-	_, err := c.Conn.Write(c.w)
-	c.w = c.w[:0]
-	if cap(c.w) > 2*maxPending { // larger than any batch of ours: do not keep it
-		c.w = nil
-	}
-	return err
-}
 
 func proxyFor(cfg *rest.Config) func(*http.Request) (*url.URL, error) {
 	if cfg.Proxy != nil {

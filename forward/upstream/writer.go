@@ -13,6 +13,28 @@ import (
 // DATA writers wait, which is the only backpressure SPDY here has.
 const maxPending = 512 << 10
 
+// batches pools the buffers that writes are gathered in (the writer's
+// pending frames, bufConn's TLS records), so that a connection holds one
+// only while it writes.
+var batches sync.Pool // of *[]byte
+
+func getBatch() []byte {
+	if b, ok := batches.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 4<<10)
+}
+
+// putBatch gives b back for another write, unless it grew larger than
+// any batch of ours (maxPending and a frame, in TLS records).
+func putBatch(b []byte) {
+	if cap(b) == 0 || cap(b) > 2*maxPending {
+		return
+	}
+	b = b[:0]
+	batches.Put(&b)
+}
+
 // writer serialises frames onto the upgraded connection without a goroutine
 // of its own. A caller that finds the connection idle writes its frame
 // itself; callers that arrive while a write is in progress append their
@@ -71,6 +93,9 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 		return err
 	}
 	if w.busy {
+		if w.pending == nil {
+			w.pending = getBatch()
+		}
 		w.pending = append(w.pending, frame...)
 		w.mu.Unlock()
 		return nil
@@ -89,6 +114,9 @@ func (w *writer) queue(encode func(*encoder)) (mustFlush bool) {
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return false
+	}
+	if w.pending == nil {
+		w.pending = getBatch()
 	}
 	w.enc.b = w.pending
 	encode(&w.enc)
@@ -130,9 +158,13 @@ func (w *writer) write(first []byte) error {
 		w.mu.Lock()
 		w.spare = buf[:0]
 	}
-	if cap(w.spare) > maxPending { // a burst is over: do not keep its peak
-		w.spare = nil
+	// Idle now, or failed: keep no buffer (an idle connection holds none).
+	if len(w.pending) == 0 {
+		putBatch(w.pending)
+		w.pending = nil
 	}
+	putBatch(w.spare)
+	w.spare = nil
 	w.busy = false
 	w.space.Broadcast() // finish may wait for the write to end
 	told := err != nil && w.fail(err)
