@@ -56,6 +56,7 @@ func layout(o options) []row {
 		{"scale.active", g9, "start -> every forward answered, s", false},
 		{"scale.rss", g9, "RSS, MiB", false},
 		{"scale.cpu", g9, fmt.Sprintf("CPU while idle for %s, %% of a core", o.idle), false},
+		{"scale.rssUsed", g9, fmt.Sprintf("RSS after %d MiB through every forward, MiB", usedDownload>>20), false},
 		{"idle.cpu", g10, "CPU, ms per minute", false},
 		{"idle.api", g10, "API-server requests per minute (minus a baseline)", false},
 	}

@@ -17,17 +17,19 @@ import (
 
 const scaleApp = "scale"
 
-// scaleAndIdle: o.scale pods, each with an echo port. kforward runs one
-// forward per pod in one process; kubectl runs o.scaleKubectl processes,
-// one forward each, and its totals are extrapolated to o.scale. Records
-// the time until every forward answered, RSS and CPU while idle, and per
-// idle forward CPU and API-server requests. The scenario runs once per
+// scaleAndIdle: o.scale pods, each with an echo port and an HTTP port.
+// kforward runs one forward per pod in one process; kubectl runs
+// o.scaleKubectl processes, one forward each, and its totals are
+// extrapolated to o.scale. Records the time until every forward answered,
+// RSS and CPU while idle, per idle forward CPU and API-server requests,
+// and RSS again once every forward has carried a download (what a
+// forwarder keeps of a burst is what it costs once its forwards are used). The scenario runs once per
 // forwarder (its figures are about size, not noise) and after a baseline
 // window with no forwarder, right before its own, which the API request
 // figure is net of: the control plane's own requests (leases, status
 // updates) drift, so each forwarder gets the adjacent baseline.
 func (b *bench) scaleAndIdle(ctx context.Context) error {
-	rows := []string{"scale.active", "scale.rss", "scale.cpu", "idle.cpu", "idle.api"}
+	rows := []string{"scale.active", "scale.rss", "scale.cpu", "idle.cpu", "idle.api", "scale.rssUsed"}
 	names, err := b.createScalePods(ctx)
 	defer b.deleteScalePods()
 	if err != nil {
@@ -63,7 +65,7 @@ func (b *bench) createScalePods(ctx context.Context) ([]string, error) {
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%03d", scaleApp, i)
 	}
-	tmpl := podTemplate(scaleApp, []corev1.ContainerPort{{Name: "once", ContainerPort: oncePort}})
+	tmpl := podTemplate(scaleApp, []corev1.ContainerPort{{Name: "once", ContainerPort: oncePort}, {Name: "http", ContainerPort: httpPort}})
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8) // a few creates at a time, not 200
@@ -105,18 +107,19 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 			p.stop()
 		}
 	}()
-	var addrs []string
+	var addrs, httpAddrs []string
 	start := time.Now()
 	switch f.kind {
 	case kforwardKind:
-		ports, err := cluster.FreePorts(n)
+		ports, err := cluster.FreePorts(2 * n)
 		if err != nil {
 			return err
 		}
 		var y strings.Builder
 		for i, pod := range pods {
-			fmt.Fprintf(&y, "  - name: %s\n    pod: %s\n    ports: [\"%d:%d\"]\n", pod, pod, ports[i], oncePort)
-			addrs = append(addrs, loopback(ports[i]))
+			fmt.Fprintf(&y, "  - name: %s\n    pod: %s\n    ports: [\"%d:%d\", \"%d:%d\"]\n", pod, pod, ports[2*i], oncePort, ports[2*i+1], httpPort)
+			addrs = append(addrs, loopback(ports[2*i]))
+			httpAddrs = append(httpAddrs, loopback(ports[2*i+1]))
 		}
 		start = time.Now()
 		p, _, err := b.startKforward(f, "", y.String())
@@ -126,7 +129,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		procs = append(procs, p)
 	case kubectlKind:
 		k := b.o.scaleKubectl
-		ports, err := cluster.FreePorts(k)
+		ports, err := cluster.FreePorts(2 * k)
 		if err != nil {
 			return err
 		}
@@ -136,9 +139,10 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		start = time.Now()
 		for i := range k { // all at once, as kforward starts its forwards
 			wg.Go(func() {
-				started[i], errs[i] = b.startKubectl(ctx, f, "pod/"+pods[i], fmt.Sprintf("%d:%d", ports[i], oncePort))
+				started[i], errs[i] = b.startKubectl(ctx, f, "pod/"+pods[i], fmt.Sprintf("%d:%d", ports[2*i], oncePort), fmt.Sprintf("%d:%d", ports[2*i+1], httpPort))
 			})
-			addrs = append(addrs, loopback(ports[i]))
+			addrs = append(addrs, loopback(ports[2*i]))
+			httpAddrs = append(httpAddrs, loopback(ports[2*i+1]))
 		}
 		wg.Wait()
 		for _, p := range started {
@@ -150,19 +154,32 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 			return err
 		}
 	}
-	if err := b.waitAll(ctx, procs, addrs); err != nil {
+	if err := b.waitAll(ctx, procs, addrs, b.waitEcho1); err != nil {
 		return err
 	}
 	active := time.Since(start)
-	var rss int64
-	for _, p := range procs {
-		r, err := p.rss()
-		if err != nil {
-			return err
-		}
-		rss += r
+	rss, err := totalRSS(procs)
+	if err != nil {
+		return err
 	}
 	idle, err := b.idleWindow(ctx, procs)
+	if err != nil {
+		return err
+	}
+	// Used: a download through every forward, then a pause for what a
+	// burst leaves to be collected (Go's collector and scavenger run on
+	// their own, and both tools are Go).
+	if err := b.waitAll(ctx, procs, httpAddrs, func(ctx context.Context, addr string) error {
+		return download(ctx, addr, usedDownload)
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-time.After(usedSettle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rssUsed, err := totalRSS(procs)
 	if err != nil {
 		return err
 	}
@@ -175,6 +192,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 	}
 	total("scale.active", active.Seconds())
 	total("scale.rss", float64(rss)/(1<<20))
+	total("scale.rssUsed", float64(rssUsed)/(1<<20))
 	total("scale.cpu", 100*idle.cpu.Seconds()/b.o.idle.Seconds())
 	perMin := b.o.idle.Minutes()
 	b.res.value("idle.cpu", f, 1, float64(idle.cpu.Milliseconds())/perMin/float64(len(addrs)))
@@ -182,9 +200,32 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 	return nil
 }
 
-// waitAll waits until an echo has come back through every address, a few
-// addresses at a time.
-func (b *bench) waitAll(ctx context.Context, procs []*proc, addrs []string) error {
+// usedDownload is what every forward carries before the scale scenario's
+// second RSS reading, and usedSettle the pause before it.
+const (
+	usedDownload = 1 << 20
+	usedSettle   = 5 * time.Second
+)
+
+func totalRSS(procs []*proc) (int64, error) {
+	var rss int64
+	for _, p := range procs {
+		r, err := p.rss()
+		if err != nil {
+			return 0, err
+		}
+		rss += r
+	}
+	return rss, nil
+}
+
+func (b *bench) waitEcho1(ctx context.Context, addr string) error {
+	return b.waitEcho(ctx, nil, addr, 3*time.Minute)
+}
+
+// waitAll runs try on every address, a few addresses at a time, until each
+// has succeeded once or one has failed.
+func (b *bench) waitAll(ctx context.Context, procs []*proc, addrs []string, try func(context.Context, string) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	jobs := make(chan string)
@@ -194,7 +235,7 @@ func (b *bench) waitAll(ctx context.Context, procs []*proc, addrs []string) erro
 	for range 16 {
 		wg.Go(func() { // ends when jobs is closed
 			for addr := range jobs {
-				if err := b.waitEcho(ctx, nil, addr, 3*time.Minute); err != nil {
+				if err := try(ctx, addr); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err
