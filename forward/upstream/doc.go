@@ -18,8 +18,8 @@
 // pipeline costs goroutine hand-offs per frame: ~30% of a download's CPU
 // was the scheduler.
 //
-// So the session is ours (conn.go). Its reader parses frames from a 128 KiB
-// buffer and never blocks on a local client. A DATA payload is first
+// So the session is ours (conn.go). Its reader parses frames from a buffer
+// of up to 128 KiB and never blocks on a local client. A DATA payload is first
 // written to the local socket without waiting (tryWrite: a non-blocking
 // write straight from the read buffer, no copy and no hand-off, which
 // carries nearly all data while the client keeps up); what the socket does
@@ -52,9 +52,9 @@
 // writer.go serialises frames without a goroutine of its own: a writer
 // that finds the connection idle writes its frame itself; writers arriving
 // meanwhile append to a pending buffer that the one in progress flushes in
-// one write. Control frames are encoded under that lock with spdystream's
-// framer (which keeps the header compression state), so stream IDs reach
-// the wire in increasing order, as the kubelet requires. A pair's two
+// one write. Control frames are encoded under that lock (frames.go, see
+// Memory below), so stream IDs reach the wire in increasing order, as the
+// kubelet requires. A pair's two
 // SYN_STREAMs (the error stream already half-closed) go out in one write
 // and the pair waits only for the data stream's reply: one round trip to
 // open, where kubectl waits for two.
@@ -76,7 +76,8 @@
 //
 //   - Reads: TLS reads the socket about one record (16 KiB) at a time.
 //     bufConn, a buffered reader beneath TLS, takes whatever the socket
-//     holds: about 1,500 reads where kubectl makes about 9,100.
+//     holds, up to 128 KiB: about 1,500 reads where kubectl makes about
+//     9,100.
 //   - Writes to local clients: one writev per run of frames of the same
 //     stream that one read brought, straight from the read buffer
 //     (tryWrite), instead of a copy and a hand-off per frame.
@@ -92,6 +93,67 @@
 // The result, side by side with kubectl in one run of make bench: 0.44-0.56
 // of its CPU per GiB, 1.2-1.6 times its throughput, 0.63 of its new
 // connection time (BENCHMARKS.md).
+//
+// # Memory: what an idle tunnel holds
+//
+// Each forward has a tunnel of its own, and most are idle most of the
+// time, so what an idle tunnel holds is what kforward costs at scale. A
+// heap profile of 200 idle forwards (make bench's scale scenario, 166 MiB
+// RSS) had 243 MB of heap, about 1.15 MB per tunnel:
+//
+//   - 790 KB: spdystream's header compressor, zlib at its best compression,
+//     made with a session's first SYN_STREAM and kept for its life.
+//   - 256 KiB: two 128 KiB read buffers, the session's and bufConn's, each
+//     held by the read that waits for the next byte.
+//   - 32 KiB: gorilla's read buffer (WebSocket).
+//
+// Heap is not RSS: a buffer nobody wrote to costs no resident page, so the
+// read buffers of tunnels that had carried a few bytes hardly showed, and
+// removing the compressor alone took the 200 forwards from 166 to 60 MiB.
+// But once every forward had carried 1 MiB, the same 200 held 128 MiB, and
+// 167 MiB after the API server restarted and every tunnel redialled
+// (e2e, one run). So none of it is held while nothing flows:
+//
+//   - Header blocks are written stored: uncompressed deflate blocks in the
+//     session's zlib stream (with the SPDY dictionary's ID in its header),
+//     which the kubelet's inflater reads like any other. frames.go encodes
+//     our four frames (SYN_STREAM, RST_STREAM, PING, an empty FIN) itself:
+//     no compression state at all, for SYN_STREAMs about 40 bytes longer,
+//     two per new connection.
+//   - The session reads through frameReader (reader.go): with nothing
+//     buffered it reads into 1 KiB inside the Conn, which pings, their
+//     answers, replies and short exchanges fit; a frame that does not fit
+//     takes a 128 KiB buffer, which goes back as soon as everything read
+//     has been consumed. A frame's header stays buffered until the frame
+//     is consumed, so a read with nothing buffered, the one an idle tunnel
+//     waits in, is always between frames, into 1 KiB.
+//   - bufConn reads the socket itself (RawConn.Read): it takes a large
+//     buffer only to read what the socket holds, and when the socket is
+//     empty gives it back before it waits (the read that finds it empty is
+//     the one Go's own Read makes before waiting). Where the socket is not
+//     reachable (no syscall.Conn; not Unix), it reads into TLS's own
+//     buffer until a read fills it, then through a large one.
+//   - The large read buffers come from a free list of at most 16 (2 MiB),
+//     not a sync.Pool: under the race detector a sync.Pool drops a quarter
+//     of what it is given, and a fresh 128 KiB buffer there is dear enough
+//     to slow a busy reader severalfold (TestStalledClient under -race:
+//     0.7-1.0 s with sync.Pool, 0.35-0.5 s with the free list; without
+//     -race the same either way).
+//   - Write batches (the writer's pending frames, bufConn's TLS records)
+//     come from a pool and go back when the writer is idle; gorilla reads
+//     through 4 KiB, which its frame headers need (payloads go straight to
+//     our buffer); the SPDY upgrade's reader is dropped once drained.
+//
+// TestIdleTunnelHoldsNoLargeBuffers checks these from inside the reads and
+// waits themselves. A heap profile of the same 200 idle forwards then had
+// 14-18 KB per tunnel (measured with a sync.Pool in the free list's
+// place), nearly all TLS's (the record buffer its handshake
+// grew, AES-GCM state, the certificates). A busy tunnel holds what it did:
+// two 128 KiB buffers, for as long as data flows. The cost while data
+// flows, each time the session's large buffer runs empty: a read into the
+// small one, a copy of at most 1 KiB and two free-list operations, no
+// syscall (beneath is TLS or the WebSocket tunnel). Figures, before and
+// after, in BENCHMARKS.md.
 //
 // # Health
 //
