@@ -199,15 +199,7 @@ func TestThousandConnections(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
-	failed := 0
-	for err := range errs {
-		if failed++; failed <= 5 {
-			t.Error(err)
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d connections failed", failed, n)
-	}
+	failIfAny(t, errs, n, "connections")
 	st := f.Status()
 	if st.Active != n || st.Reconnects != 0 {
 		t.Fatalf("%d connections active after %d reconnects, want %d and none", st.Active, st.Reconnects, n)

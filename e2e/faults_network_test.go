@@ -16,10 +16,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -36,8 +34,6 @@ import (
 	"github.com/kforward/kforward/config"
 	"github.com/kforward/kforward/e2e/cluster"
 	"github.com/kforward/kforward/forward"
-	"github.com/kforward/kforward/internal/testutil"
-	"github.com/kforward/kforward/runner"
 )
 
 // faultConnectTimeout is how long a local connection waits for a tunnel
@@ -123,32 +119,13 @@ func runFaultFile(t *testing.T, restarts bool, content string) *runningFile {
 	if !restarts {
 		return runFile(t, content)
 	}
-	before := goleak.IgnoreCurrent()
-	rf := &runningFile{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &testutil.Buffer{}, out: &testutil.Buffer{}, reload: make(chan struct{})}
-	rf.write(content)
-	rf.r = runner.New(runner.Options{File: rf.file, Out: rf.out, Log: slog.New(slog.NewTextHandler(rf.log, nil)), Reload: rf.reload, Grace: 100 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rf.r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the runner did not stop within 10s")
-		}
-		goleak.VerifyNone(t, append(slices.Clone(notOurs), before,
-			goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*process).start.func1"),
-			goleak.IgnoreAnyFunction("k8s.io/apimachinery/pkg/watch.(*StreamWatcher).receive"),
-			goleak.IgnoreAnyFunction("k8s.io/client-go/tools/cache.(*Reflector).startResync"),
-			goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
-			goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*clientStream).doRequest"),
-			goleak.IgnoreTopFunction("context.(*cancelCtx).propagateCancel.func2"))...)
-	})
-	return rf
+	return runFile(t, content,
+		goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*process).start.func1"),
+		goleak.IgnoreAnyFunction("k8s.io/apimachinery/pkg/watch.(*StreamWatcher).receive"),
+		goleak.IgnoreAnyFunction("k8s.io/client-go/tools/cache.(*Reflector).startResync"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*clientStream).doRequest"),
+		goleak.IgnoreTopFunction("context.(*cancelCtx).propagateCancel.func2"))
 }
 
 func (fr *faultRun) status() forward.Status { return fr.rf.status("web") }

@@ -836,15 +836,7 @@ func TestFaultLoadThenIdle(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
-	failed := 0
-	for err := range errs {
-		if failed++; failed <= 5 {
-			t.Error(err)
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d concurrent connections failed", failed, concurrent)
-	}
+	failIfAny(t, errs, concurrent, "concurrent connections")
 	for _, c := range conns {
 		c.Close()
 	}

@@ -278,3 +278,18 @@ func soak[T any](short, long T) T {
 	}
 	return short
 }
+
+// failIfAny reports the first five errors of errs, which is closed, and
+// ends the test if there were any, out of n things of what.
+func failIfAny(t testing.TB, errs <-chan error, n int, what string) {
+	t.Helper()
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 5 {
+			t.Error(err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d %s failed", failed, n, what)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,8 +39,9 @@ type runningFile struct {
 }
 
 // runFile writes content to a forwards file and runs it until the test
-// ends; then it checks that the runner left no goroutine behind.
-func runFile(t testing.TB, content string) *runningFile {
+// ends; then it checks that the runner left no goroutine behind, passing
+// over only what ignore names besides notOurs.
+func runFile(t testing.TB, content string, ignore ...goleak.Option) *runningFile {
 	t.Helper()
 	before := goleak.IgnoreCurrent()
 	rf := &runningFile{t: t, file: filepath.Join(t.TempDir(), "forwards.yaml"), log: &testutil.Buffer{}, out: &testutil.Buffer{}, reload: make(chan struct{})}
@@ -58,7 +60,7 @@ func runFile(t testing.TB, content string) *runningFile {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the runner did not stop within 10s")
 		}
-		goleak.VerifyNone(t, append(notOurs, before)...)
+		goleak.VerifyNone(t, slices.Concat(notOurs, []goleak.Option{before}, ignore)...)
 	})
 	return rf
 }
