@@ -123,30 +123,44 @@ func (c *Conn) Err() error {
 	}
 }
 
-// goodbyeTimeout bounds how long Close waits to say goodbye to a peer
-// (the write in progress, then the close frame): a dead one does not
+// goodbyeTimeout bounds how long Close takes to part from a peer (the
+// write in progress, the goodbye, the server's close): a dead one does not
 // delay closing by more.
 const goodbyeTimeout = 250 * time.Millisecond
 
-// Close ends the connection for err: it says goodbye as the transport
-// does (a WebSocket close frame: without it the API server logs the end
-// of every tunnel as an error), for at most goodbyeTimeout, then closes
-// the TCP connection, which never blocks however dead the peer is, and
-// waits until every goroutine of the connection has ended, which they do
-// at once. Every local connection still carried ends with err.
+// Close ends the connection for err, and waits until every goroutine of
+// the connection has ended. Every local connection still carried ends
+// with err.
+//
+// It parts from a healthy server as the server expects, within
+// goodbyeTimeout: the transport's goodbye (a WebSocket close frame), then
+// the end of what we send (a TCP half-close), then everything the server
+// still sends, read and dropped until it closes its end. Only then is the
+// TCP connection closed. Closing it earlier makes the kernel answer the
+// server's last bytes (a ping's echo, TLS's close_notify) with a reset,
+// and the API server logs every such tunnel as an error ("Error proxying
+// data from client to backend ... connection reset by peer"; without the
+// close frame, "... close 1006"). Closing the TCP connection never blocks,
+// however dead the peer is.
 func (c *Conn) Close(err error) {
-	if c.Err() == nil && c.goodbye != nil {
-		c.closing.Store(&err) // the reader sees the server's answer, but the reason is ours
+	if c.Err() == nil {
+		c.closing.Store(&err) // the reader sees the server's close, but the reason is ours
 		deadline := time.Now().Add(goodbyeTimeout)
-		c.w.finish(err, deadline, c.goodbye)
-		// The server answers with its own close frame and the reader ends:
-		// closing before that leaves the server writing to a closed socket.
-		timer := time.NewTimer(time.Until(deadline))
-		select {
-		case <-c.served:
-		case <-timer.C:
+		said := c.w.finish(err, deadline, func(deadline time.Time) {
+			if c.goodbye != nil {
+				c.goodbye(deadline)
+			}
+			closeWrite(c.raw)
+		})
+		if said {
+			timer := time.NewTimer(time.Until(deadline))
+			select {
+			case <-c.served:
+				drain(c.raw, deadline)
+			case <-timer.C:
+			}
+			timer.Stop()
 		}
-		timer.Stop()
 	}
 	c.kill(err)
 	<-c.served
@@ -154,6 +168,26 @@ func (c *Conn) Close(err error) {
 	c.closed = true
 	c.mu.Unlock()
 	c.flushers.Wait()
+}
+
+// closeWrite ends what we send on c, if c can end one direction alone (a
+// TCP connection can; through a proxy c may not).
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite()
+	}
+}
+
+// drain reads and drops what c still holds or receives until the peer
+// closes, or until deadline.
+func drain(c net.Conn, deadline time.Time) {
+	c.SetReadDeadline(deadline)
+	var b [512]byte
+	for {
+		if _, err := c.Read(b[:]); err != nil {
+			return
+		}
+	}
 }
 
 func (c *Conn) kill(err error) {
@@ -237,13 +271,14 @@ func (c *Conn) read(r io.Reader) {
 	c.in.init(r)
 	err := c.readFrames(&c.in)
 	c.in.close()
-	select {
-	case <-c.dead:
-	default:
+	if reason := c.closing.Load(); reason != nil {
+		err = *reason // Close drains the connection, then closes it
+	} else {
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 			err = errors.New("connection closed by the server")
 		}
 		c.kill(err)
+		err = c.err
 	}
 	c.mu.Lock()
 	pairs := make([]*pair, 0, len(c.pairs))
@@ -252,7 +287,7 @@ func (c *Conn) read(r io.Reader) {
 	}
 	c.mu.Unlock()
 	for _, p := range pairs {
-		p.abort(fmt.Errorf("tunnel closed: %w", c.err))
+		p.abort(fmt.Errorf("tunnel closed: %w", err))
 	}
 }
 

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -72,5 +74,57 @@ func TestDeadTunnelNoStream(t *testing.T) {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the dead tunnel was not closed")
+	}
+}
+
+// Close parts from a healthy server without a reset: it ends what it
+// sends, then reads what the server still sends until the server closes.
+// The server here answers the end of the session as the API server does
+// (TLS's close_notify, a ping's echo in flight: bytes after the client's
+// end), twice, some time apart. Had the client closed its socket at once,
+// the first bytes would be answered with a reset and the second write
+// would fail; the API server logs that as an error for every tunnel.
+func TestCloseWithoutReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer sc.Close()
+		if _, err := io.Copy(io.Discard, sc); err != nil { // until the client's end
+			served <- fmt.Errorf("read: %w", err)
+			return
+		}
+		ping := []byte{0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 2} // a server's PING
+		for i := range 2 {
+			if i > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := sc.Write(ping); err != nil {
+				served <- fmt.Errorf("write %d after the client's end: %w", i+1, err)
+				return
+			}
+		}
+		served <- nil
+	}()
+	tcp, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(tcp, tcp, nil, config.SPDY, Options{})
+	done := errors.New("done")
+	c.Close(done)
+	if err := <-served; err != nil {
+		t.Fatalf("the server: %v", err)
+	}
+	if c.Err() != done {
+		t.Fatalf("closed for %v; want Close's reason", c.Err())
 	}
 }

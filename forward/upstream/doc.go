@@ -67,6 +67,19 @@
 // side ended) a half-close is all the kubelet needs to finish its side;
 // streams are reset only when the local client failed or stalled.
 //
+// # Ending a session quietly
+//
+// The API server logs an error for a tunnel whose client reset its TCP
+// connection ("Error proxying data from client to backend ... connection
+// reset by peer", or "backend to client ... broken pipe"). A client's
+// kernel sends that reset when it closes a socket that still has unread
+// data or then receives any: the server's TLS close_notify, a ping's echo
+// in flight. So Close ends a healthy session in order, within 250 ms: the
+// WebSocket close frame, a TCP half-close, then whatever the server still
+// sends, read and dropped until it closes its end; only then the socket.
+// Closing at once gave that error in 11 of 80 runs of e2e
+// TestTunnelsEndQuietly; in none of 80 runs since.
+//
 // # Where the CPU goes, and what was done about it
 //
 // On this path the forwarder's work is syscalls and waking up, not

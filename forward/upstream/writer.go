@@ -192,16 +192,17 @@ func (w *writer) send(b []byte) error {
 
 // finish stops the writer for err and, once the write in progress has
 // ended (it is not waited for past deadline), makes last the final write:
-// a WebSocket close frame, which the API server needs in order not to log
-// the connection's end as an error. A write that does not end by deadline
-// (a dead peer) is left to fail when the connection is closed.
-func (w *writer) finish(err error, deadline time.Time, last func(deadline time.Time)) {
+// the goodbye Close says (see Conn.Close). It reports whether last was
+// called: not for a writer that had already failed, nor past deadline (a
+// write that does not end by then, to a dead peer, is left to fail when
+// the connection is closed).
+func (w *writer) finish(err error, deadline time.Time, last func(deadline time.Time)) bool {
 	w.mu.Lock()
 	healthy := w.err == nil
 	w.fail(err)
 	w.mu.Unlock()
-	if !healthy || last == nil {
-		return
+	if !healthy {
+		return false
 	}
 	idle := make(chan struct{})
 	go func() { // ends when the write in progress does, or fails at the close
@@ -217,7 +218,9 @@ func (w *writer) finish(err error, deadline time.Time, last func(deadline time.T
 	select {
 	case <-idle:
 		last(deadline)
+		return true
 	case <-timer.C:
+		return false
 	}
 }
 
