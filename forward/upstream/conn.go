@@ -73,14 +73,15 @@ type Conn struct {
 	nextID uint32 // next client stream ID (odd); guarded by w.mu, not mu
 	closed bool   // Close is waiting for the flushers: start no more
 
-	dead     chan struct{} // closed by Close
-	deadOnce sync.Once
-	closing  atomic.Pointer[error] // Close's reason, once it has begun saying goodbye
-	err      error                 // why it died; set before dead is closed
-	goAway   chan struct{}         // closed on the server's GOAWAY
-	awayOnce sync.Once
-	served   chan struct{} // closed once the reader has stopped
-	flushers sync.WaitGroup
+	dead       chan struct{} // closed by Close
+	deadOnce   sync.Once
+	closing    atomic.Pointer[error] // Close's reason, once it has begun saying goodbye
+	unanswered atomic.Bool           // the last ping went unanswered: Close says no goodbye
+	err        error                 // why it died; set before dead is closed
+	goAway     chan struct{}         // closed on the server's GOAWAY
+	awayOnce   sync.Once
+	served     chan struct{} // closed once the reader has stopped
+	flushers   sync.WaitGroup
 
 	in frameReader // the reader goroutine's alone
 }
@@ -141,9 +142,10 @@ const goodbyeTimeout = 250 * time.Millisecond
 // and the API server logs every such tunnel as an error ("Error proxying
 // data from client to backend ... connection reset by peer"; without the
 // close frame, "... close 1006"). Closing the TCP connection never blocks,
-// however dead the peer is.
+// however dead the peer is. A server that left the last ping unanswered
+// is not waited for: nothing would come.
 func (c *Conn) Close(err error) {
-	if c.Err() == nil {
+	if c.Err() == nil && !c.unanswered.Load() {
 		c.closing.Store(&err) // the reader sees the server's close, but the reason is ours
 		deadline := time.Now().Add(goodbyeTimeout)
 		said := c.w.finish(err, deadline, func(deadline time.Time) {
@@ -230,8 +232,10 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 	defer timer.Stop()
 	select {
 	case <-echo:
+		c.unanswered.Store(false)
 		return time.Since(start), nil
 	case <-timer.C:
+		c.unanswered.Store(true)
 		return 0, fmt.Errorf("no answer to ping within %s", timeout)
 	case <-c.dead:
 		return 0, c.err

@@ -128,3 +128,38 @@ func TestCloseWithoutReset(t *testing.T) {
 		t.Fatalf("closed for %v; want Close's reason", c.Err())
 	}
 }
+
+// A server that left the last ping unanswered gets no goodbye: Close does
+// not wait goodbyeTimeout for an answer that would not come, which would
+// delay the redial of a dead tunnel by as much.
+func TestCloseAfterUnansweredPing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	over := make(chan struct{})
+	defer close(over)
+	go func() { // a blackhole: reads everything, answers nothing, closes only when the test is over
+		sc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer sc.Close()
+		io.Copy(io.Discard, sc)
+		<-over
+	}()
+	tcp, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(tcp, tcp, nil, config.SPDY, Options{})
+	if _, err := c.Ping(t.Context(), 50*time.Millisecond); err == nil {
+		t.Fatal("a ping was answered by a server that answers nothing")
+	}
+	begin := time.Now()
+	c.Close(errors.New("done"))
+	if took := time.Since(begin); took >= goodbyeTimeout {
+		t.Fatalf("Close took %s: it waited for a silent server", took)
+	}
+}
