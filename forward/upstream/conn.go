@@ -135,7 +135,8 @@ const goodbyeTimeout = 250 * time.Millisecond
 //
 // It parts from a healthy server as the server expects, within
 // goodbyeTimeout: the transport's goodbye (a WebSocket close frame), then
-// the end of what we send (a TCP half-close), then everything the server
+// the end of what we send (a TCP half-close; none through a proxy, where
+// the connection beneath TLS is not ours), then everything the server
 // still sends, read and dropped until it closes its end. Only then is the
 // TCP connection closed. Closing it earlier makes the kernel answer the
 // server's last bytes (a ping's echo, TLS's close_notify) with a reset,
@@ -148,13 +149,18 @@ func (c *Conn) Close(err error) {
 	if c.Err() == nil && !c.unanswered.Load() {
 		c.closing.Store(&err) // the reader sees the server's close, but the reason is ours
 		deadline := time.Now().Add(goodbyeTimeout)
-		said := c.w.finish(err, deadline, func(deadline time.Time) {
+		parting := false // the server was told, and closes its end
+		c.w.finish(err, deadline, func(deadline time.Time) {
 			if c.goodbye != nil {
 				c.goodbye(deadline)
+				parting = true
 			}
-			closeWrite(c.raw)
+			if tc, ok := c.raw.(*net.TCPConn); ok {
+				tc.CloseWrite()
+				parting = true
+			}
 		})
-		if said {
+		if parting {
 			timer := time.NewTimer(time.Until(deadline))
 			select {
 			case <-c.served:
@@ -170,14 +176,6 @@ func (c *Conn) Close(err error) {
 	c.closed = true
 	c.mu.Unlock()
 	c.flushers.Wait()
-}
-
-// closeWrite ends what we send on c, if c can end one direction alone (a
-// TCP connection can; through a proxy c may not).
-func closeWrite(c net.Conn) {
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		hc.CloseWrite()
-	}
 }
 
 // drain reads and drops what c still holds or receives until the peer

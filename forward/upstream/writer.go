@@ -192,17 +192,15 @@ func (w *writer) send(b []byte) error {
 
 // finish stops the writer for err and, once the write in progress has
 // ended (it is not waited for past deadline), makes last the final write:
-// the goodbye Close says (see Conn.Close). It reports whether last was
-// called: not for a writer that had already failed, nor past deadline (a
-// write that does not end by then, to a dead peer, is left to fail when
-// the connection is closed).
-func (w *writer) finish(err error, deadline time.Time, last func(deadline time.Time)) bool {
+// the goodbye of Conn.Close. A write that does not end by deadline (a dead
+// peer) is left to fail when the connection is closed.
+func (w *writer) finish(err error, deadline time.Time, last func(deadline time.Time)) {
 	w.mu.Lock()
 	healthy := w.err == nil
 	w.fail(err)
 	w.mu.Unlock()
-	if !healthy {
-		return false
+	if !healthy || last == nil {
+		return
 	}
 	idle := make(chan struct{})
 	go func() { // ends when the write in progress does, or fails at the close
@@ -218,9 +216,7 @@ func (w *writer) finish(err error, deadline time.Time, last func(deadline time.T
 	select {
 	case <-idle:
 		last(deadline)
-		return true
 	case <-timer.C:
-		return false
 	}
 }
 
