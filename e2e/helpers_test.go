@@ -254,14 +254,15 @@ func echoOnce(addr, msg string) (string, error) {
 }
 
 // notOurs are goroutines a leak check must not blame on kforward: idle
-// keep-alive connections of client-go's shared transports, and the pods'
+// keep-alive connections of the tests' own client (HTTP/1.1, see
+// cluster.Start; a read loop waits in a select or in a read), and the pods'
 // backends (their listeners and connections), which belong to the cluster
 // until their pod goes; kwok does not end a stream when the client
 // half-closes it. The forwards and runners these tests run in-process serve
 // no HTTP themselves: kforward's status endpoint runs only in the command,
 // which the tests run as a separate process.
 var notOurs = []goleak.Option{
-	goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 	goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 	goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*echoServer).serve"),
 	goleak.IgnoreAnyFunction("github.com/kforward/kforward/e2e/cluster.(*echoServer).serve.func1"),
