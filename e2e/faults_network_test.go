@@ -81,8 +81,8 @@ func createProbedDeployment(t testing.TB, c *cluster.Cluster, ns string) {
 
 // startFaultRun starts the Deployment and a runner that reaches the
 // cluster through kubeconfig, and waits until the forward echoes. With
-// restarts, the test restarts a component of the cluster (see
-// runFaultFile).
+// restarts, the test restarts a component of the cluster or lasts minutes
+// (see runFaultFile).
 func startFaultRun(t *testing.T, c *cluster.Cluster, kubeconfig string, health config.Health, restarts bool) *faultRun {
 	t.Helper()
 	fr := &faultRun{t: t, c: c, ns: namespace(t, c), health: health,
@@ -113,7 +113,11 @@ forwards:
 // its process's waiter, and the watches the cluster's backends and the
 // test's own client open again on new connections. A runner that left its
 // informers running would still show: their Run, controller and
-// processor goroutines are not passed over.
+// processor goroutines are not passed over. A test that lasts minutes
+// (make soak) needs restarts too, with no restart of its own: the
+// backends' watch is opened again every 5-10 minutes (client-go's watch
+// timeout), and an HTTP/2 connection idle for 90s is closed by the API
+// server, so the next request opens another.
 func runFaultFile(t *testing.T, restarts bool, content string) *runningFile {
 	t.Helper()
 	if !restarts {
@@ -372,7 +376,7 @@ func proxiedFaultRun(t *testing.T, health config.Health) (*faultRun, *faultProxy
 	t.Helper()
 	c := needCluster(t)
 	proxy := newFaultProxy(t, apiServerAddr(t, c))
-	fr := startFaultRun(t, c, proxiedKubeconfig(t, c.Kubeconfig, proxy.Addr()), health, false)
+	fr := startFaultRun(t, c, proxiedKubeconfig(t, c.Kubeconfig, proxy.Addr()), health, soak(false, true))
 	// Cleanups run last first: close the proxy again before the runner
 	// stops, so that its connections' goroutines are gone when runFile
 	// checks for leaks.
