@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -188,6 +189,45 @@ func (fr *faultRun) echoes(what string) {
 	fr.t.Helper()
 	if got, err := echoOnce(fr.echo, what); err != nil || got != what {
 		fr.t.Fatalf("echo %s: %q, %v", what, got, err)
+	}
+}
+
+// echoesOnceKwokForwards echoes through the forward once a restarted kwok
+// forwards again, and returns how many connections it refused before. kwok
+// serves port-forwards as soon as it starts, but refuses every port ("no
+// forward found for port") until it has loaded its PortForward rules, a
+// moment later (a real kubelet has no such moment). So the echo is tried
+// again after, and only after, that refusal, as the forward logged it for
+// that very connection, for at most 5s.
+func (fr *faultRun) echoesOnceKwokForwards(what string) int {
+	fr.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for refused := 0; ; refused++ {
+		c, err := net.DialTimeout("tcp", fr.echo, 5*time.Second)
+		if err != nil {
+			fr.t.Fatalf("echo %s: %v", what, err)
+		}
+		got, err := echoOver(c, what)
+		c.Close()
+		if err == nil && got == what {
+			return refused
+		}
+		client := "client=" + c.LocalAddr().String() + " "
+		byKwok := func() bool {
+			for line := range strings.Lines(fr.rf.log.String()) {
+				if strings.Contains(line, client) && strings.Contains(line, "no forward found for port") {
+					return true
+				}
+			}
+			return false
+		}
+		for wait := time.Now().Add(time.Second); !byKwok() && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !byKwok() || time.Now().After(deadline) {
+			fr.t.Fatalf("echo %s: %q, %v (%d refused by kwok before it)", what, got, err, refused)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -742,7 +782,9 @@ func TestFaultKubeletRestart(t *testing.T) {
 		upAt = fr.waitUp(60*time.Second, before)
 		t.Logf("restart %d: kwok killed and started in %s; the dead tunnel seen after %s (%s); active again %s after kwok was started",
 			i, startedAt.Sub(at).Round(time.Millisecond), detected.Round(time.Millisecond), fr.status().LastError, upAt.Sub(startedAt).Round(time.Millisecond))
-		fr.echoes(fmt.Sprintf("after restart %d", i))
+		if refused := fr.echoesOnceKwokForwards(fmt.Sprintf("after restart %d", i)); refused > 0 {
+			t.Logf("restart %d: %d connections refused by kwok while it loaded its port-forward rules", i, refused)
+		}
 		if got := who(t, fr.http); !strings.HasPrefix(got, fr.ns+"/web-") {
 			t.Errorf("after restart %d answered by %q", i, got)
 		}

@@ -245,6 +245,11 @@ func echoOnce(addr, msg string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
+	return echoOver(c, msg)
+}
+
+// echoOver sends msg over c and reads it back.
+func echoOver(c net.Conn, msg string) (string, error) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, msg+"\n"); err != nil {
 		return "", err

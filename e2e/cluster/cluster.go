@@ -288,7 +288,10 @@ func (c *Cluster) PIDs() map[Component]int {
 // Restart kills a component and starts it again with the same flags and
 // ports; for the API server it also waits until it is ready again, for
 // kwok it releases the node's lease so that the new process runs the
-// node's pods at once.
+// node's pods at once. A restarted kwok serves port-forwards at once but
+// refuses every port ("no forward found for port") until it has loaded
+// its PortForward rules, a moment later; its readyz does not wait for
+// them.
 func (c *Cluster) Restart(ctx context.Context, name Component) error {
 	c.mu.Lock()
 	p, ok := c.procs[name]
