@@ -158,7 +158,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 		return err
 	}
 	active := time.Since(start)
-	rss, err := totalRSS(procs)
+	rss, err := total(procs, (*proc).rss)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (b *bench) scaleOnce(ctx context.Context, f forwarder, pods []string) error
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	rssUsed, err := totalRSS(procs)
+	rssUsed, err := total(procs, (*proc).rss)
 	if err != nil {
 		return err
 	}
@@ -207,16 +207,17 @@ const (
 	usedSettle   = 5 * time.Second
 )
 
-func totalRSS(procs []*proc) (int64, error) {
-	var rss int64
+// total sums what figure reads of each of procs (its RSS, its CPU time).
+func total[T int64 | time.Duration](procs []*proc, figure func(*proc) (T, error)) (T, error) {
+	var sum T
 	for _, p := range procs {
-		r, err := p.rss()
+		v, err := figure(p)
 		if err != nil {
 			return 0, err
 		}
-		rss += r
+		sum += v
 	}
-	return rss, nil
+	return sum, nil
 }
 
 func (b *bench) waitEcho1(ctx context.Context, addr string) error {
@@ -270,17 +271,7 @@ type idleFigures struct {
 // idleWindow waits o.idle without sending any traffic and returns the CPU
 // time procs used and the API server's request rate over that time.
 func (b *bench) idleWindow(ctx context.Context, procs []*proc) (idleFigures, error) {
-	cpu := func() (time.Duration, error) {
-		var sum time.Duration
-		for _, p := range procs {
-			t, err := p.cpu()
-			if err != nil {
-				return 0, err
-			}
-			sum += t
-		}
-		return sum, nil
-	}
+	cpu := func() (time.Duration, error) { return total(procs, (*proc).cpu) }
 	cpu0, err := cpu()
 	if err != nil {
 		return idleFigures{}, err
