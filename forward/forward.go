@@ -57,6 +57,7 @@ type Forward struct {
 	// listenTCP is net.Listen; tests bind through it to occupy ports
 	// in an order they choose.
 	listenTCP func(network, address string) (net.Listener, error)
+	overflow  *upstream.Overflow // the disk budget of all its tunnels
 
 	mu         sync.Mutex
 	state      State
@@ -92,6 +93,7 @@ func New(spec config.Forward, env Env) *Forward {
 		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}), checkNow: make(chan struct{}, 1),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
 		log: log.With("forward", spec.Name), listenTCP: net.Listen,
+		overflow: upstream.NewOverflow("", spec.DiskBuffer),
 	}
 }
 
@@ -346,10 +348,14 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		case ctx.Err() != nil:
 			t.closeWait(context.Canceled)
 			return
-		case reason == nil || errors.Is(reason, upstream.ErrGoingAway):
-			// Pod no longer chosen, or the server takes no new streams on
-			// this connection: open connections finish on it, new ones go
-			// to the next tunnel, without delay.
+		case reason == nil || errors.Is(reason, upstream.ErrGoingAway) || errors.Is(reason, upstream.ErrClientsBehind):
+			// Pod no longer chosen, or the tunnel takes no new streams (the
+			// server said so, or a slow client holds its reading): open
+			// connections finish on it, new ones go to the next tunnel,
+			// without delay.
+			if reason != nil {
+				f.log.Info("opening another tunnel for new connections", "pod", t.pod.Name, "reason", reason)
+			}
 			t.retire()
 			retired = reap(append(retired, t), pods.List(tgt.selector))
 			current = ""
@@ -450,7 +456,9 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	dialCtx, cancel := context.WithTimeout(ctx, max(3*f.spec.Health.Timeout, 5*time.Second))
 	defer cancel()
 	start := time.Now()
-	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{ClientBuffer: f.spec.ClientBuffer})
+	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{
+		ClientBuffer: f.spec.ClientBuffer, StallTimeout: f.spec.StallTimeout, Overflow: f.overflow,
+	})
 	f.mu.Lock()
 	f.dial.observe(time.Since(start))
 	f.mu.Unlock()
@@ -514,7 +522,7 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		case <-t.up.Done():
 			return t.up.Err()
 		case <-t.up.GoingAway():
-			return upstream.ErrGoingAway
+			return t.up.AwayReason()
 		case <-next:
 			continue
 		case <-tick.C:
@@ -532,6 +540,14 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 			// about the tunnel, and redialing would cut every open
 			// connection on it. Ask again.
 			rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
+		}
+		if errors.Is(err, upstream.ErrBusy) {
+			// No echo yet, but the tunnel moves data: alive, and its echo
+			// waits behind that data on a slow link.
+			f.mu.Lock()
+			f.aliveAt = time.Now().Round(0)
+			f.mu.Unlock()
+			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {

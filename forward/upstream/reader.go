@@ -3,6 +3,7 @@ package upstream
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // Most tunnels are idle most of the time, and an idle tunnel is a read
@@ -76,6 +77,7 @@ type frameReader struct {
 	r, w  int                   // buf[r:w] is read and not consumed
 	full  bool                  // the last read filled small, and a frame goes on: more is coming
 	err   error
+	got   atomic.Int64 // bytes read from src: progress where the socket cannot tell (Conn.moved)
 }
 
 func (f *frameReader) init(src io.Reader) {
@@ -114,6 +116,7 @@ func (f *frameReader) peek(n int) ([]byte, error) {
 		}
 		f.full = f.large == nil && f.w+m == len(f.buf)
 		f.w += m
+		f.got.Add(int64(m))
 		if err != nil {
 			f.err = err
 		} else if m == 0 {
