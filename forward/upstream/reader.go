@@ -78,7 +78,12 @@ type frameReader struct {
 	full  bool                  // the last read filled small, and a frame goes on: more is coming
 	err   error
 	got   atomic.Int64 // bytes read from src: progress where the socket cannot tell (Conn.moved)
+	empty int          // reads in a row that returned nothing
 }
+
+// maxEmptyReads is how many reads in a row may return nothing and no
+// error before the reader gives up, as bufio's does.
+const maxEmptyReads = 100
 
 func (f *frameReader) init(src io.Reader) {
 	f.src = src
@@ -117,10 +122,17 @@ func (f *frameReader) peek(n int) ([]byte, error) {
 		f.full = f.large == nil && f.w+m == len(f.buf)
 		f.w += m
 		f.got.Add(int64(m))
-		if err != nil {
+		switch {
+		case err != nil:
 			f.err = err
-		} else if m == 0 {
-			f.err = io.ErrNoProgress // TLS and the tunnel never return 0, nil
+		case m > 0:
+			f.empty = 0
+		default:
+			// TLS and the tunnel never return 0, nil; a plain pipe does for
+			// a peer's empty write, which io.Reader allows now and then.
+			if f.empty++; f.empty == maxEmptyReads {
+				f.err = io.ErrNoProgress
+			}
 		}
 	}
 	return f.buf[f.r : f.r+n], nil
