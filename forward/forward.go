@@ -57,6 +57,8 @@ type Forward struct {
 	// listenTCP is net.Listen; tests bind through it to occupy ports
 	// in an order they choose.
 	listenTCP func(network, address string) (net.Listener, error)
+	// watchPods is WatchPods; tests make it fail.
+	watchPods func(ctx context.Context, client kubernetes.Interface, namespace string) (*PodWatch, error)
 
 	mu         sync.Mutex
 	state      State
@@ -91,23 +93,30 @@ func New(spec config.Forward, env Env) *Forward {
 	return &Forward{
 		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}), checkNow: make(chan struct{}, 1),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
-		log: log.With("forward", spec.Name), listenTCP: net.Listen,
+		log: log.With("forward", spec.Name), listenTCP: net.Listen, watchPods: WatchPods,
 	}
 }
 
 // Run keeps the forward working until ctx ends, then closes its listeners,
 // its upstream and its open connections, and returns once every goroutine it
-// started has finished.
+// started has finished. If it fails first (its pod watch cannot start), it
+// stops them itself and returns the error.
 func (f *Forward) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var watchDone <-chan struct{} // the forward's own pod watch, once started
+	// Cancel first, then wait: whatever ends Run, its goroutines are told
+	// to stop and have stopped when it returns.
 	defer func() {
+		cancel()
+		wg.Wait()
+		if watchDone != nil {
+			<-watchDone
+		}
 		f.mu.Lock()
 		f.state = Stopped
 		f.mu.Unlock()
 	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 
 	lns, err := f.listen(ctx)
 	if err != nil {
@@ -127,7 +136,9 @@ func (f *Forward) Run(ctx context.Context) error {
 			f.accept(ctx, l, conns, &wg)
 		}()
 	}
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		closeAll(lns)
 		conns.closeAll()
@@ -135,11 +146,11 @@ func (f *Forward) Run(ctx context.Context) error {
 
 	pods := f.env.Pods
 	if pods == nil {
-		w, err := WatchPods(ctx, f.env.Client, f.env.Namespace)
+		w, err := f.watchPods(ctx, f.env.Client, f.env.Namespace)
 		if err != nil {
 			return err
 		}
-		defer func() { <-w.Done() }() // ctx is cancelled first: Run returns after its watch
+		watchDone = w.Done()
 		pods = w
 	}
 	f.supervise(ctx, pods)
