@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -191,9 +192,46 @@ func (f *Forward) newBackoff() *backoff.ExponentialBackOff {
 	return b
 }
 
+// An accept that fails for want of resources is tried again after a
+// pause, from acceptRetryFirst doubling up to acceptRetryMax, as net/http's
+// Server does: a burst of clients that exhausts the file descriptors must
+// not end the listener for good (the port stays bound, and clients would
+// connect into its backlog and hang).
+const (
+	acceptRetryFirst = 5 * time.Millisecond
+	acceptRetryMax   = time.Second
+)
+
+// acceptAgain reports whether an accept error passes once resources are
+// back: out of file descriptors (the process's, the system's) or buffers,
+// or a client that gave up before it was accepted.
+func acceptAgain(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ECONNABORTED)
+}
+
 func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sync.WaitGroup) {
+	var pause time.Duration // accepting fails for want of resources: the next wait
+	failed := 0             // accepts failed in this episode
 	for {
 		c, err := l.ln.Accept()
+		if err != nil && ctx.Err() == nil && acceptAgain(err) {
+			if pause == 0 {
+				pause = acceptRetryFirst
+				f.log.Warn("cannot accept connections, retrying", "address", l.ln.Addr().String(), "err", err)
+			} else {
+				pause = min(2*pause, acceptRetryMax)
+			}
+			failed++
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
 		if err != nil {
 			f.mu.Lock()
 			draining := f.draining
@@ -202,6 +240,10 @@ func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sy
 				f.fail(Failed, fmt.Errorf("accept on %s: %w", l.ln.Addr(), err))
 			}
 			return
+		}
+		if pause != 0 {
+			f.log.Info("accepting connections again", "address", l.ln.Addr().String(), "failed", failed)
+			pause, failed = 0, 0
 		}
 		if !conns.add(c) {
 			c.Close()
