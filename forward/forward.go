@@ -342,6 +342,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 	}
 	var current types.UID        // the last tunnel's pod, by UID: a name can come back
 	gone := map[types.UID]bool{} // pods the API server answered 404 for
+	unreachable := aside{}       // pods whose dial failed, each on its own backoff
 	var retired []*tunnel        // still carrying connections to a pod no longer chosen
 	var silentAt time.Time       // when the last tunnel was found silent, until the next is up
 	defer func() {
@@ -358,7 +359,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			}
 			continue
 		}
-		pod := f.waitPod(ctx, pods, tgt, current, gone, func(list []*corev1.Pod) {
+		pod := f.waitPod(ctx, pods, tgt, current, gone, unreachable, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
 		})
 		if pod == nil {
@@ -369,16 +370,26 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 			if f.podGone(ctx, pod, err) {
+				f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 				gone[pod.UID] = true // the pod just went away: take the next one at once
 				continue
 			}
+			if podFault(ctx, err) {
+				// This pod cannot be reached: the next one is tried at
+				// once (waitPod), this one again after its backoff.
+				d := unreachable.failed(pod, f.newBackoff)
+				f.record(Reconnecting, fmt.Errorf("connect to pod %s: %w; set aside for %s", pod.Name, err, d.Round(time.Millisecond)))
+				f.log.Warn("pod set aside: its port-forward failed", "pod", pod.Name, "retryIn", d.Round(time.Millisecond).String(), "err", err)
+				continue
+			}
+			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 			if !wait(b.NextBackOff()) {
 				return
 			}
 			continue
 		}
+		delete(unreachable, pod.UID)
 		current = pod.UID
 		if !silentAt.IsZero() && f.env.AfterSilence != nil {
 			f.env.AfterSilence(silentAt)
@@ -391,7 +402,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		f.log.Info("connected", "pod", pod.Name, "ready", ready(pod), "transport", string(t.up.Protocol()))
 		f.notePod(pod, tgt)
 		up := time.Now()
-		reason := f.hold(ctx, t, pods, tgt, func(list []*corev1.Pod) {
+		reason := f.hold(ctx, t, pods, tgt, unreachable, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
 		})
 		f.setTunnel(nil)
@@ -463,22 +474,37 @@ func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) b
 	return apierrors.IsNotFound(err) || (err == nil && p.UID != pod.UID)
 }
 
-// waitPod blocks until a usable pod that is not gone exists and returns it.
-func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current types.UID, gone map[types.UID]bool, changed func([]*corev1.Pod)) *corev1.Pod {
+// waitPod blocks until a usable pod that is neither gone nor set aside
+// exists and returns it. While the only usable pods are set aside, it
+// waits for the first of them to be due.
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current types.UID, gone map[types.UID]bool, unreachable aside, changed func([]*corev1.Pod)) *corev1.Pod {
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
 		changed(list)
 		forgetGone(gone, list)
+		unreachable.forget(list)
 		list = slices.DeleteFunc(list, func(p *corev1.Pod) bool { return gone[p.UID] })
-		if p := pick(list, tgt.podName, current); p != nil {
+		now := time.Now()
+		if p := pick(unreachable.without(list, now), tgt.podName, current); p != nil {
 			return p
 		}
+		at := unreachable.next(list, now)
 		f.mu.Lock()
 		f.state = WaitingForPod
+		if !at.IsZero() {
+			// Pods there are, set aside: this is a backoff, not a wait
+			// for the watch.
+			f.state, f.retryAt = Reconnecting, at
+		}
 		f.mu.Unlock()
+		var due <-chan time.Time // nil: none set aside, wait for the watch
+		if !at.IsZero() {
+			due = time.After(at.Sub(now)) // collected once unreachable (Go 1.23)
+		}
 		select {
 		case <-next:
+		case <-due:
 		case <-ctx.Done():
 			return nil
 		}
@@ -547,7 +573,7 @@ func reap(retired []*tunnel, list []*corev1.Pod) []*tunnel {
 // set. It returns why the tunnel must go: an error if it died, nil if its
 // pod is no longer the one to use (or ctx ended). changed sees the pod
 // list at every change.
-func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, changed func([]*corev1.Pod)) error {
+func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, unreachable aside, changed func([]*corev1.Pod)) error {
 	tick := time.NewTicker(f.spec.Health.Interval)
 	defer tick.Stop()
 	for {
@@ -555,8 +581,9 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		list := pods.List(tgt.selector)
 		changed(list)
 		// A pod recreated under the same name (a StatefulSet's, or a pod
-		// target's) is another pod: its UID tells.
-		p := pick(list, tgt.podName, t.pod.UID)
+		// target's) is another pod: its UID tells. A pod set aside is not
+		// moved to (say, a new revision's, unreachable) until it is due.
+		p := pick(unreachable.without(list, time.Now()), tgt.podName, t.pod.UID)
 		if p == nil || p.UID != t.pod.UID {
 			return nil
 		}
@@ -623,12 +650,17 @@ func (f *Forward) notePod(p *corev1.Pod, tgt target) {
 }
 
 func (f *Forward) fail(s State, err error) {
+	f.record(s, err)
+	f.log.Warn(string(s), "err", err)
+}
+
+// record is fail without the log line, for a caller that says it its own way.
+func (f *Forward) record(s State, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state = s
 	f.lastErr = err.Error()
 	f.lastErrAt = time.Now()
-	f.log.Warn(string(s), "err", err)
 }
 
 // connSet tracks open local connections so Run can close them on exit.
