@@ -77,7 +77,6 @@ type Forward struct {
 	rtt        time.Duration
 	checks     int64
 	aliveAt    time.Time     // wall clock, no monotonic reading: when the tunnel last proved alive
-	checkNow   chan struct{} // the status found the tunnel overdue: check it now
 	transport  config.Transport
 	retryAt    time.Time
 	dial       Histogram
@@ -92,7 +91,7 @@ func New(spec config.Forward, env Env) *Forward {
 		log = slog.Default()
 	}
 	return &Forward{
-		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}), checkNow: make(chan struct{}, 1),
+		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
 		log: log.With("forward", spec.Name), listenTCP: net.Listen, watchPods: WatchPods,
 	}
@@ -345,10 +344,12 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 	unreachable := aside{}       // pods whose dial failed, each on its own backoff
 	var retired []*tunnel        // still carrying connections to a pod no longer chosen
 	var silentAt time.Time       // when the last tunnel was found silent, until the next is up
+	var checks sync.WaitGroup    // checkRetired, one per retired tunnel still open
 	defer func() {
 		for _, t := range retired {
 			t.closeWait(context.Canceled)
 		}
+		checks.Wait()
 	}()
 	for ctx.Err() == nil {
 		tgt, err := resolve(ctx, f.env.Client, f.env.Targets, f.env.Namespace, f.spec.Target)
@@ -415,6 +416,9 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			// this connection: open connections finish on it, new ones go
 			// to the next tunnel, without delay.
 			t.retire()
+			if !t.isDead() {
+				checks.Go(func() { f.checkRetired(ctx, t) })
+			}
 			retired = reap(append(retired, t), pods.List(tgt.selector))
 			current = ""
 			continue
@@ -576,6 +580,9 @@ func reap(retired []*tunnel, list []*corev1.Pod) []*tunnel {
 func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, unreachable aside, changed func([]*corev1.Pod)) error {
 	tick := time.NewTicker(f.spec.Health.Interval)
 	defer tick.Stop()
+	wake := time.NewTicker(min(wakeCheck, f.spec.Health.Interval))
+	defer wake.Stop()
+watch:
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
@@ -588,31 +595,33 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, un
 			return nil
 		}
 		f.notePod(p, tgt)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.up.Done():
-			return t.up.Err()
-		case <-t.up.GoingAway():
-			return upstream.ErrGoingAway
-		case <-next:
-			continue
-		case <-tick.C:
-		case <-f.checkNow:
-			// The status found the tunnel unheard for too long: kforward
-			// was asleep, and after a real suspend the ticker (on the
-			// monotonic clock, which stood still) may be an interval away.
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.up.Done():
+				return t.up.Err()
+			case <-t.up.GoingAway():
+				return upstream.ErrGoingAway
+			case <-next:
+				continue watch
+			case <-tick.C:
+				break wait
+			case <-wake.C:
+				// Unheard for too long by the wall clock: kforward was
+				// asleep, and after a real suspend the ticker (on the
+				// monotonic clock, which stood still) may be an interval
+				// away. Ask now.
+				f.mu.Lock()
+				late := f.overdue(time.Now())
+				f.mu.Unlock()
+				if late {
+					break wait
+				}
+			}
 		}
-		begin := time.Now()
-		rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
-		if err != nil && ctx.Err() == nil && t.up.Err() == nil && time.Since(begin) > 2*f.spec.Health.Timeout {
-			// The ping's time ran out while kforward itself was not
-			// running (a stopped process wakes to its timers before it
-			// reads the answer waiting in its socket): that says nothing
-			// about the tunnel, and redialing would cut every open
-			// connection on it. Ask again.
-			rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
-		}
+		rtt, err := f.ping(ctx, t)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -625,6 +634,55 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, un
 		f.health.observe(rtt)
 		f.aliveAt = time.Now().Round(0)
 		f.mu.Unlock()
+	}
+}
+
+// wakeCheck is how often a held tunnel's last answer is compared with the
+// wall clock (Forward.overdue), so that one left unheard while kforward
+// was not running (a laptop asleep) is checked within this long of waking
+// up, whoever looks at the status. A constant: a comparison under a lock
+// each second per forward costs nothing worth a setting.
+const wakeCheck = time.Second
+
+// ping checks a tunnel once, within the health timeout.
+func (f *Forward) ping(ctx context.Context, t *tunnel) (time.Duration, error) {
+	begin := time.Now()
+	rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
+	if err != nil && ctx.Err() == nil && t.up.Err() == nil && time.Since(begin) > 2*f.spec.Health.Timeout {
+		// The ping's time ran out while kforward itself was not
+		// running (a stopped process wakes to its timers before it
+		// reads the answer waiting in its socket): that says nothing
+		// about the tunnel, and redialing would cut every open
+		// connection on it. Ask again.
+		rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
+	}
+	return rtt, err
+}
+
+// checkRetired pings a retired tunnel every health interval for as long as
+// it carries connections, and closes it when a ping fails: its connections
+// then fail alone, where they would hang until its pod was deleted (a
+// node gone from the network leaves its pods listed for minutes). It
+// returns when the tunnel has closed or ctx ends.
+func (f *Forward) checkRetired(ctx context.Context, t *tunnel) {
+	tick := time.NewTicker(f.spec.Health.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.up.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := f.ping(ctx, t); err != nil {
+			if ctx.Err() != nil || t.isDead() {
+				return // stopped, or closed by its last connection meanwhile
+			}
+			f.log.Warn("closing a retired tunnel: health check failed", "pod", t.pod.Name, "err", err)
+			t.closeWait(fmt.Errorf("retired tunnel: health check: %w", err))
+			return
+		}
 	}
 }
 
