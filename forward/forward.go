@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -200,14 +199,6 @@ const (
 	acceptRetryFirst = 5 * time.Millisecond
 	acceptRetryMax   = time.Second
 )
-
-// acceptAgain reports whether an accept error passes once resources are
-// back: out of file descriptors (the process's, the system's) or buffers,
-// or a client that gave up before it was accepted.
-func acceptAgain(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ECONNABORTED)
-}
 
 func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sync.WaitGroup) {
 	var pause time.Duration // accepting fails for want of resources: the next wait
