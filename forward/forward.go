@@ -75,7 +75,7 @@ type Forward struct {
 	lastErrAt  time.Time
 	rtt        time.Duration
 	checks     int64
-	aliveAt    time.Time     // wall clock, no monotonic reading: when the tunnel last proved alive
+	aliveAt    time.Time // wall clock, no monotonic reading: when the tunnel last proved alive
 	transport  config.Transport
 	retryAt    time.Time
 	dial       Histogram
