@@ -213,7 +213,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	// short while the API server still dials the kubelet is logged there
 	// ("error dialing backend: context canceled"), as for SPDY, whose
 	// upgrade already ended with ctx: seen only when a forward stops during
-	// its dial (a reload storm: 37 lines in e2e's TestFaultReloadStorm).
+	// its dial (e2e's TestFaultReloadStorm: 28 to 43 lines a run).
 	var unwatch func() bool
 	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := tcp.dial(ctx, network, addr)
