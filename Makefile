@@ -16,10 +16,13 @@ test: vet tools
 
 # What the tests need from outside Go (Debian packages): tmux, the real
 # terminal the live view's end-to-end test runs kforward in; strace, which
-# watches what files kforward opens and what it runs (e2e/safety_test.go).
+# watches what files kforward opens and what it runs (e2e/safety_test.go);
+# PostgreSQL, a real database behind a pod, read by pg_dump and psql
+# through kforward (e2e/postgres_test.go).
 tools:
 	@command -v tmux >/dev/null || { echo "installing tmux (apt-get)"; apt-get update -qq && apt-get install -y -qq tmux; }
 	@command -v strace >/dev/null || { echo "installing strace (apt-get)"; apt-get update -qq && apt-get install -y -qq strace; }
+	@{ command -v pg_dump >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } || { echo "installing postgresql (apt-get)"; apt-get update -qq && apt-get install -y -qq postgresql; }
 
 vet:
 	$(GO) vet ./...

@@ -26,22 +26,50 @@
 // not take is copied into the pair's queue, which the pair's own goroutine
 // drains with writev. Only that connection waits on its client.
 //
-// # The decision: a bounded buffer per connection, not a connection each
+// # The decision: nothing dropped for a client that reads
 //
 // There is no way to slow the kubelet for one stream, so a client slower
 // than its pod must either get its own upgraded connection (real TCP
-// backpressure) or have its unread data held, up to a bound. A connection
-// per local connection costs a TLS handshake, an authorised upgrade on the
-// API server and a new connection to the kubelet each time: new-connection
+// backpressure) or have its unread data held. A connection per local
+// connection costs a TLS handshake, an authorised upgrade on the API
+// server and a new connection to the kubelet each time: new-connection
 // latency several times kubectl's, and API-server load an operator would
-// notice. Holding data costs memory only for clients that do not keep up,
-// and the bound makes it finite. So: each pair may hold
-// Options.ClientBuffer unread bytes (the file's clientBuffer, default
-// 16 MiB); past it that connection alone is closed with ErrClientStalled
-// (the forward logs a warning naming itself and the client). All pairs of
-// a Conn together hold at most BudgetFactor × ClientBuffer; past that the
-// pair with the most unread data is closed. A slow but steady reader (say
-// 200 KiB/s) gets every byte as long as the pod is not ClientBuffer ahead.
+// notice. So data is held, in three tiers (pair.keep):
+//
+//  1. Memory: each pair may hold Options.ClientBuffer unread bytes (the
+//     file's clientBuffer, default 16 MiB), all pairs of a Conn together
+//     BudgetFactor × that.
+//  2. Disk, past memory: the rest goes to a temporary file of the pair's
+//     (Overflow, spill.go), all of a forward's together at most the file's
+//     diskBuffer (default 1 GiB). Each file is removed from its directory
+//     when made (it vanishes when closed or when the process ends, however
+//     it ends), in the user's cache directory rather than a /tmp that may
+//     be memory, and gives its space back as the client reads it.
+//  3. TCP, past the disk: the session's reader waits for that client, as
+//     kubectl's does for every client, and the pod's data backs up in TCP.
+//     The tunnel then takes no new streams (ErrClientsBehind): the forward
+//     opens another for new connections, and streams not yet answered go
+//     there at once. A held tunnel counts as alive (Ping).
+//
+// Why this and not the file per forward, or a tunnel of its own for a
+// connection that falls behind: the stream of a connection that fell
+// behind cannot move to another tunnel (its data comes on this one), so
+// a tunnel of its own helps only what comes after, and the pg_dump that
+// motivated this (issue 20: 3 dumps of 3 cut off at 16 MiB unread, where
+// kubectl's succeeded) needs what has already come. pg_dump -Fc -Z 9
+// compresses as it reads, so it falls further behind the pod the larger
+// the table: the backlog of a 200 MB table is many times any sensible
+// memory bound for one connection of one forward, and holding the tunnel
+// for it instead would stall its neighbours for the dump's length. Disk is
+// plentiful and page-cached, and a file per
+// connection keeps each client's bytes in order with no index.
+//
+// The other end of the rule: a client that reads nothing at all for
+// Options.StallTimeout (the file's stallTimeout, default 2 minutes) is
+// closed with ErrClientStalled, and what it left is given back. Until
+// then it costs disk, not its neighbours' time: the reader writes its data
+// to the file and goes on (e2e TestStalledClient: 80 of 80 requests beside
+// a client stalled on 1 GiB answered, slowest 0.3-0.5 s).
 //
 // The other direction has no such fix: when a pod stops reading what its
 // client sends, the kubelet's session blocks on it, and the TCP connection
@@ -58,6 +86,20 @@
 // SYN_STREAMs (the error stream already half-closed) go out in one write
 // and the pair waits only for the data stream's reply: one round trip to
 // open, where kubectl waits for two.
+//
+// Control frames never wait behind data: they have a queue of their own,
+// written before queued DATA and between the pieces (maxSend, 64 KiB) of
+// a large batch of it, and the kernel holds little unsent data
+// (TCP_NOTSENT_LOWAT, 128 KiB, as HTTP/2 servers set it), so the order is
+// decided here rather than in a send buffer of megabytes. Before, on a
+// 512 KiB/s uplink a health check's PING waited behind a 20 MiB upload
+// long enough to fail (issue 20: the tunnel was redialed after 13-14.5
+// MB, cutting every connection). Now a PING queued behind four uploads is
+// read by the server after 531 bytes of them (TestControlFramesOvertakeData,
+// against 512 KiB queued). What the server makes us owe it (echoes of its
+// PINGs, refusals of its SYN_STREAMs) is bounded (maxProvoked): a server
+// that asks and does not read kills the session rather than grow the
+// queue (before, 256 MiB of pings grew the heap by 287 MiB).
 //
 // # Ending a pair quietly
 //
@@ -180,4 +222,21 @@
 // blocks, its answer is read however busy the connection is. A stream whose
 // reply is late is not enough to call a tunnel dead (a burst of new
 // connections can keep a kubelet busy): it takes an unanswered ping too.
+//
+// A busy link is not a dead one. On a full uplink the PING waits behind
+// data in the network's queues, on a full downlink its echo does, and
+// neither is ours to reorder. So a ping without an echo in time on a
+// tunnel that moved data meanwhile is ErrBusy, which callers count as
+// alive. Moved means, on Linux, the kernel's TCP_INFO counts: bytes the
+// peer acknowledged (more than the ping itself, whose acknowledgement
+// proves only the API server alive) or bytes received; elsewhere the
+// session's own counts of bytes written and read. Only a tunnel that
+// neither answers nor moves data for the health timeout is dead, so a
+// blackholed link is found as fast as before (e2e TestSlowUplinkUpload:
+// a 20 MiB upload at 512 KiB/s with no redial, then the link blackholed
+// and found dead after 1.5 s with a 1 s interval and timeout).
+//
+// A GOAWAY names the last stream the server took: streams above it were
+// not processed, and their connections go to another tunnel at once
+// (ErrNoStream), rather than wait for replies that will not come.
 package upstream

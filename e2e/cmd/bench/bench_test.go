@@ -25,7 +25,8 @@ func TestBenchTiny(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := []string{"--json", jsonFile, "--rounds", "1", "--size-mib", "1", "--parallel", "2", "--conns", "10",
 		"--rate-for", "300ms", "--rate-conns", "4", "--slow-every", "250ms", "--slow-for", "1s",
-		"--reloads", "2", "--scale", "4", "--scale-kubectl", "2", "--idle", "1s"}
+		"--reloads", "2", "--scale", "4", "--scale-kubectl", "2", "--idle", "1s",
+		"--paced-mib", "1", "--paced-rate", "4194304", "--uplink-mib", "1", "--uplink-rate", "1048576"}
 	err := run(t.Context(), args, &stdout, &stderr)
 	t.Logf("stderr:\n%s", stderr.String())
 	t.Logf("stdout:\n%s", stdout.String())
@@ -67,7 +68,7 @@ func TestBenchTiny(t *testing.T) {
 		got[s.Row][s.Forwarder] = append(got[s.Row][s.Forwarder], s)
 	}
 	for _, r := range rep.Rows {
-		for _, f := range forwarders(withKubectl) {
+		for _, f := range forwarders(withKubectl, "") {
 			ss := got[r.ID][f.Name]
 			want := applies(r.ID, f)
 			if !want {
@@ -110,7 +111,8 @@ func applies(row string, f forwarder) bool {
 	switch {
 	case strings.HasPrefix(row, "reload."):
 		return f.kind == kforwardKind
-	case strings.HasPrefix(row, "cpu."), row == "recovery", strings.HasPrefix(row, "scale."), strings.HasPrefix(row, "idle."):
+	case strings.HasPrefix(row, "cpu."), row == "recovery", strings.HasPrefix(row, "scale."), strings.HasPrefix(row, "idle."),
+		strings.HasPrefix(row, "uplink."):
 		return f.kind != direct
 	}
 	return true
@@ -139,12 +141,16 @@ func sane(row string, f forwarder, s sample) string {
 		return "a share outside [0, 1]"
 	case row == "slow.share" && f.kind == direct && v != 1:
 		return "the backend itself did not answer every request"
-	case row == "reload.dropped" && (v < 0 || v != math.Trunc(v)):
+	case (row == "reload.dropped" || row == "paced.failed" || row == "uplink.failed" || row == "uplink.reconnects") && (v < 0 || v != math.Trunc(v)):
 		return "not a count"
+	case row == "paced.mb" && f.kind == direct && v < 1<<20/1e6:
+		return "the backend itself did not send everything"
 	case row == "idle.api", row == "recovery":
 		// idle.api is net of a baseline, so noise may make it negative;
 		// recovery may be too, by the lag of the harness's own pod watch.
-	case strings.HasPrefix(row, "cpu.") || row == "scale.cpu" || row == "idle.cpu" || row == "reload.dropped":
+	case strings.HasPrefix(row, "cpu.") || row == "scale.cpu" || row == "idle.cpu" || row == "reload.dropped" ||
+		strings.HasSuffix(row, ".failed") || row == "uplink.reconnects" || row == "paced.worst" || row == "uplink.worst":
+		// Counts may be 0, and a tiny run may see no other request.
 		if v < 0 {
 			return "negative"
 		}

@@ -42,10 +42,11 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"download", "upload", "parallel", "connect", "rate", "slow", "recovery", "reload", "scale"}
+var allScenarios = []string{"download", "upload", "parallel", "connect", "rate", "slow", "paced", "uplink", "recovery", "reload", "scale"}
 
 type options struct {
 	kforward     string
+	baseline     string
 	kubectl      string
 	json         string
 	scenarios    []string
@@ -58,6 +59,11 @@ type options struct {
 	msg          int
 	slowEvery    time.Duration
 	slowWindow   time.Duration
+	pacedSize    int64
+	pacedRate    int
+	uplinkSize   int64
+	uplinkRate   int
+	uplinkDelay  time.Duration
 	reloads      int
 	scale        int
 	scaleKubectl int
@@ -69,6 +75,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.kforward, "kforward", "", "kforward binary to measure (default: build ./cmd/kforward into a temporary directory)")
+	fs.StringVar(&o.baseline, "baseline", "", "also measure this kforward binary (say, main before a change) as before-ws and before-spdy, in the same rounds")
 	fs.StringVar(&o.kubectl, "kubectl", "kubectl", "kubectl binary; when not found, kforward is measured alone")
 	fs.StringVar(&o.json, "json", "", "also write the raw figures to this file")
 	only := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated")
@@ -81,6 +88,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.msg, "msg", 64, "request and response size in the request-rate scenario, bytes")
 	fs.DurationVar(&o.slowEvery, "slow-every", 250*time.Millisecond, "interval between requests in the slow-reader scenario")
 	fs.DurationVar(&o.slowWindow, "slow-for", 20*time.Second, "duration of the slow-reader scenario")
+	pacedMiB := fs.Int64("paced-mib", 64, "bytes the paced reader downloads, MiB")
+	fs.IntVar(&o.pacedRate, "paced-rate", 8<<20, "bytes per second the paced reader reads")
+	uplinkMiB := fs.Int64("uplink-mib", 16, "bytes uploaded over the slow uplink, MiB")
+	fs.IntVar(&o.uplinkRate, "uplink-rate", 512<<10, "the slow uplink's rate, bytes per second")
+	fs.DurationVar(&o.uplinkDelay, "uplink-delay", 20*time.Millisecond, "the slow uplink's one-way delay (each direction)")
 	fs.IntVar(&o.reloads, "reloads", 20, "reloads per round in the reload scenario")
 	fs.IntVar(&o.scale, "scale", 200, "forwards (and pods) in the scale scenario")
 	fs.IntVar(&o.scaleKubectl, "scale-kubectl", 20, "kubectl processes measured in the scale scenario (extrapolated to --scale)")
@@ -101,7 +113,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.scenarios = append(o.scenarios, s)
 	}
 	o.size = *sizeMiB << 20
+	o.pacedSize, o.uplinkSize = *pacedMiB<<20, *uplinkMiB<<20
 	switch {
+	case o.pacedSize < 1, o.pacedRate < 1, o.uplinkSize < 1, o.uplinkRate < 1, o.uplinkDelay < 0:
+		return o, errors.New("the paced and uplink sizes and rates must be positive")
 	case o.rounds < 1, o.size < 1, o.parallel < 1, o.conns < 1, o.rateConns < 1, o.msg < 1, o.reloads < 1,
 		o.scale < 1, o.scaleKubectl < 1 || o.scaleKubectl > o.scale:
 		return o, errors.New("counts and sizes must be positive, and --scale-kubectl at most --scale")
@@ -118,6 +133,8 @@ func (o options) strings() map[string]string {
 		"size": strconv.FormatInt(o.size, 10), "parallel": strconv.Itoa(o.parallel), "conns": strconv.Itoa(o.conns),
 		"rateFor": o.rateFor.String(), "rateConns": strconv.Itoa(o.rateConns), "msg": strconv.Itoa(o.msg),
 		"slowEvery": o.slowEvery.String(), "slowFor": o.slowWindow.String(), "reloads": strconv.Itoa(o.reloads),
+		"pacedSize": strconv.FormatInt(o.pacedSize, 10), "pacedRate": strconv.Itoa(o.pacedRate),
+		"uplinkSize": strconv.FormatInt(o.uplinkSize, 10), "uplinkRate": strconv.Itoa(o.uplinkRate), "uplinkDelay": o.uplinkDelay.String(),
 		"scale": strconv.Itoa(o.scale), "scaleKubectl": strconv.Itoa(o.scaleKubectl), "idle": o.idle.String(),
 	}
 }
@@ -127,6 +144,7 @@ type forwarder struct {
 	Name      string
 	kind      kind
 	transport string // websocket or spdy
+	binary    string // kforward's, when not the one measured (--baseline)
 }
 
 type kind int
@@ -137,14 +155,17 @@ const (
 	kubectlKind
 )
 
-func forwarders(withKubectl bool) []forwarder {
+func forwarders(withKubectl bool, baseline string) []forwarder {
 	fs := []forwarder{
-		{"direct", direct, ""},
-		{"kforward-ws", kforwardKind, "websocket"},
-		{"kforward-spdy", kforwardKind, "spdy"},
+		{"direct", direct, "", ""},
+		{"kforward-ws", kforwardKind, "websocket", ""},
+		{"kforward-spdy", kforwardKind, "spdy", ""},
+	}
+	if baseline != "" {
+		fs = append(fs, forwarder{"before-ws", kforwardKind, "websocket", baseline}, forwarder{"before-spdy", kforwardKind, "spdy", baseline})
 	}
 	if withKubectl {
-		fs = append(fs, forwarder{"kubectl-ws", kubectlKind, "websocket"}, forwarder{"kubectl-spdy", kubectlKind, "spdy"})
+		fs = append(fs, forwarder{"kubectl-ws", kubectlKind, "websocket", ""}, forwarder{"kubectl-spdy", kubectlKind, "spdy", ""})
 	}
 	return fs
 }
@@ -158,6 +179,7 @@ type bench struct {
 	kubectl  string // "" when not found
 	fs       []forwarder
 	tmp      string
+	via      string // a kubeconfig through e2e/netem, while a scenario uses one
 	log      io.Writer
 	res      results
 }
@@ -193,7 +215,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	} else {
 		b.logf("%s not found (%v): measuring kforward alone", o.kubectl, err)
 	}
-	b.fs = forwarders(b.kubectl != "")
+	if o.baseline != "" {
+		if o.baseline, err = filepath.Abs(o.baseline); err != nil {
+			return err
+		}
+	}
+	b.fs = forwarders(b.kubectl != "", o.baseline)
 	machine := b.machine(ctx)
 
 	b.logf("starting the local control plane")
@@ -220,7 +247,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	b.logf("done in %s", time.Since(start).Round(time.Second))
 
 	fmt.Fprintf(stdout, "kforward benchmark, %d rounds, %s\n", o.rounds, time.Now().UTC().Format("2006-01-02"))
-	for _, k := range []string{"cpu", "kernel", "go", "kubectl", "control plane", "kforward"} {
+	for _, k := range []string{"cpu", "kernel", "go", "kubectl", "control plane", "kforward", "before"} {
+		if machine[k] == "" {
+			continue
+		}
 		fmt.Fprintf(stdout, "%-14s %s\n", k+":", machine[k])
 	}
 	fmt.Fprintln(stdout)
@@ -253,6 +283,10 @@ func (b *bench) scenario(ctx context.Context, name string) error {
 		// A short health timeout, so that kforward's answer to a stalled
 		// tunnel (drop it and redial) shows within the window.
 		return b.rounds(ctx, "health: {interval: 2s, timeout: 1s}", []string{"slow.share", "slow.worst"}, b.slowReader)
+	case "paced":
+		return b.rounds(ctx, "", []string{"paced.mb", "paced.worst", "paced.failed"}, b.pacedReader)
+	case "uplink":
+		return b.uplink(ctx)
 	case "recovery":
 		return b.recovery(ctx)
 	case "reload":
@@ -300,5 +334,8 @@ func (b *bench) machine(ctx context.Context) map[string]string {
 		m["kubectl"] = v + " (" + b.kubectl + ")"
 	}
 	m["kforward"] = version(b.kforward, "version") + " (" + b.kforward + ")"
+	if b.o.baseline != "" {
+		m["before"] = version(b.o.baseline, "version") + " (" + b.o.baseline + ")"
+	}
 	return m
 }

@@ -29,6 +29,8 @@ func layout(o options) []row {
 	g4 := fmt.Sprintf("4 requests over open connections, %d bytes each way, %s", o.msg, o.rateFor)
 	g5 := "5 CPU in the forwarding process"
 	g6 := fmt.Sprintf("6 slow reader: one client stalls on 1 GiB; another requests every %s for %s", o.slowEvery, o.slowWindow)
+	g6a := fmt.Sprintf("6a paced reader: one client reads %s at %.1f MB/s, slower than the pod sends; another requests every %s", mib(o.pacedSize), float64(o.pacedRate)/1e6, o.slowEvery)
+	g6b := fmt.Sprintf("6b slow uplink (%d KiB/s up, %s each way): %s uploaded; another requests every 500 ms", o.uplinkRate>>10, o.uplinkDelay, mib(o.uplinkSize))
 	g7 := "7 recovery: rollout restart of a 2-replica deployment, a connection every 50 ms"
 	g8 := fmt.Sprintf("8 reload: a forward added per reload, %d reloads", o.reloads)
 	g9 := fmt.Sprintf("9 scale: %d forwards to %d pods", o.scale, o.scale)
@@ -50,6 +52,13 @@ func layout(o options) []row {
 		{"cpu.parallel", g5, fmt.Sprintf("CPU-s per GiB, %d parallel downloads", o.parallel), false},
 		{"slow.share", g6, "share of requests answered", true},
 		{"slow.worst", g6, "worst latency of an answered request, ms", false},
+		{"paced.mb", g6a, "MB the paced reader got before its connection ended", true},
+		{"paced.worst", g6a, "worst latency of the other requests, ms", false},
+		{"paced.failed", g6a, "other requests failed", false},
+		{"uplink.mb", g6b, "MB the pod got intact before the upload ended", true},
+		{"uplink.reconnects", g6b, "tunnels redialed (kubectl: exited)", false},
+		{"uplink.failed", g6b, "other requests failed", false},
+		{"uplink.worst", g6b, "slowest other request, ms", false},
 		{"recovery", g7, "first new pod Ready -> first answer from a new pod, ms", false},
 		{"reload.ms", g8, "file written -> added forward's first answer, ms", false},
 		{"reload.dropped", g8, "connections dropped on an unchanged forward", false},
@@ -193,8 +202,9 @@ func format(v float64) string {
 	}
 }
 
-// ratios are the last columns: kforward over kubectl, same transport.
-var ratios = [][2]string{{"kforward-ws", "kubectl-ws"}, {"kforward-spdy", "kubectl-spdy"}}
+// ratios are the last columns: kforward over kubectl, same transport, and
+// with --baseline kforward over the binary it is compared with.
+var ratios = [][2]string{{"kforward-ws", "kubectl-ws"}, {"kforward-spdy", "kubectl-spdy"}, {"kforward-ws", "before-ws"}, {"kforward-spdy", "before-spdy"}}
 
 // writeTable prints one row per figure, one column per forwarder, and the
 // kforward/kubectl ratios last.
@@ -214,7 +224,11 @@ func writeTable(w io.Writer, o options, fs []forwarder, samples []sample) {
 	for _, r := range ratios {
 		if slices.ContainsFunc(fs, func(f forwarder) bool { return f.Name == r[1] }) {
 			shown = append(shown, r)
-			header = append(header, strings.TrimPrefix(r[0], "kforward-")+": kf/kc")
+			label := "kf/kc"
+			if strings.HasPrefix(r[1], "before-") {
+				label = "now/before"
+			}
+			header = append(header, strings.TrimPrefix(r[0], "kforward-")+": "+label)
 		}
 	}
 	lines := [][]string{header}

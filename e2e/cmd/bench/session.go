@@ -196,12 +196,22 @@ func (b *bench) open(ctx context.Context, f forwarder, target, settings string) 
 	return s, nil
 }
 
-// kforwardFile writes a forwards file: the cluster's kubeconfig, the
-// namespace, the forwarder's transport, extra default settings, then the
-// forwards (YAML list items).
+// kubeconfig is the kubeconfig every forwarder uses: the cluster's, or
+// during the uplink scenario one that reaches it through a slow link.
+func (b *bench) kubeconfig() string {
+	if b.via != "" {
+		return b.via
+	}
+	return b.c.Kubeconfig
+}
+
+// kforwardFile writes a forwards file: the namespace, the forwarder's
+// transport, extra default settings, then the forwards (YAML list items).
+// The kubeconfig is the user's own ($KUBECONFIG, see startKforward), as
+// kubectl's is: one the file named would need kforward allow.
 func (b *bench) kforwardFile(path string, f forwarder, settings, forwards string) error {
 	var y strings.Builder
-	fmt.Fprintf(&y, "kubeconfig: %s\ndefaults:\n  namespace: %s\n  transport: %s\n", b.c.Kubeconfig, b.ns, f.transport)
+	fmt.Fprintf(&y, "defaults:\n  namespace: %s\n  transport: %s\n", b.ns, f.transport)
 	if settings != "" {
 		fmt.Fprintf(&y, "  %s\n", settings)
 	}
@@ -230,7 +240,12 @@ func (b *bench) startKforward(f forwarder, settings, forwards string) (*proc, st
 	if err := b.kforwardFile(file, f, settings, forwards); err != nil {
 		return nil, "", err
 	}
-	p, err := startProc(f.Name, b.kforward, []string{"run", "-f", file, "--grace", "200ms"}, os.Environ(), "")
+	env := append(os.Environ(), "KUBECONFIG="+b.kubeconfig())
+	binary := b.kforward
+	if f.binary != "" {
+		binary = f.binary
+	}
+	p, err := startProc(f.Name, binary, []string{"run", "-f", file, "--grace", "200ms"}, env, "")
 	return p, file, err
 }
 
@@ -246,7 +261,7 @@ func (b *bench) startKubectl(ctx context.Context, f forwarder, target string, po
 	if f.transport == "spdy" {
 		env = append(env, "KUBECTL_PORT_FORWARD_WEBSOCKETS=false")
 	} // else kubectl's default, WebSocket since 1.31
-	args := append([]string{"--kubeconfig", b.c.Kubeconfig, "-n", b.ns, "port-forward", "--address", "127.0.0.1", target}, portMaps...)
+	args := append([]string{"--kubeconfig", b.kubeconfig(), "-n", b.ns, "port-forward", "--address", "127.0.0.1", target}, portMaps...)
 	p, err := startProc(f.Name, b.kubectl, args, env, "Forwarding from")
 	if err != nil {
 		return nil, err
