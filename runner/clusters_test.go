@@ -63,6 +63,10 @@ current-context: fake
 	if err := os.WriteFile(a.kubeconfig, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The user's own kubeconfig, which the files name: no approval needed
+	// (trust_test.go tests those that do).
+	t.Setenv("KUBECONFIG", a.kubeconfig)
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	return a
 }
 

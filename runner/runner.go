@@ -46,6 +46,7 @@ type Runner struct {
 	// returned func once it has stopped.
 	start    func(ctx, life context.Context, spec config.Forward) (Forward, func(), error)
 	clusters *clusters
+	trust    *trust
 	debounce time.Duration // how long the file must be quiet before it is read
 
 	requests chan chan<- Reload // Reload's requests to the file watch
@@ -56,6 +57,7 @@ type Runner struct {
 	mu       sync.Mutex
 	forwards map[string]*running
 	said     map[string]bool // start errors logged since the last reload
+	asked    map[string]bool // approvals asked for in the log: each once, reloads or not
 	started  time.Time
 	last     Reload    // the last reload, or the start
 	lastOK   time.Time // when the file was last applied
@@ -94,7 +96,8 @@ func New(opts Options) *Runner {
 	if r.opts.Out == nil {
 		r.opts.Out = io.Discard
 	}
-	r.clusters = newClusters()
+	r.trust = newTrust(opts.File)
+	r.clusters = newClusters(r.trust)
 	r.start = func(ctx, life context.Context, spec config.Forward) (Forward, func(), error) {
 		env, release, err := r.clusters.env(ctx, life, spec)
 		if err != nil {
@@ -306,7 +309,12 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 	b.Reset()
 	said := ""
 	for {
-		f, release, err := r.start(ctx, life, rf.spec)
+		var f Forward
+		var release func()
+		err := r.trust.check(rf.spec)
+		if err == nil {
+			f, release, err = r.start(ctx, life, rf.spec)
+		}
 		rf.mu.Lock()
 		rf.fwd, rf.err, rf.errAt = f, err, time.Now()
 		rf.mu.Unlock()
@@ -319,6 +327,16 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 		if ctx.Err() != nil {
 			return nil, nil
 		}
+		wait := b.NextBackOff()
+		if errors.Is(err, errNeedsApproval) {
+			// Said once in the whole run, reloads or not; checked again
+			// often, so that it starts soon after kforward allow.
+			wait = approvalCheck
+			if r.firstToAsk(err.Error()) {
+				r.log.Error("forward not started: it needs your approval", "forward", rf.spec.Name, "err", err)
+			}
+			said = err.Error()
+		}
 		if err.Error() != said { // say it once, not at every retry
 			said = err.Error()
 			if r.firstToSay(said) {
@@ -330,9 +348,28 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 		select {
 		case <-ctx.Done():
 			return nil, nil
-		case <-time.After(b.NextBackOff()):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// approvalCheck is how often a forward that waits for approval checks
+// again: a stat of the approvals file and of the kubeconfig.
+const approvalCheck = time.Second
+
+// firstToAsk reports whether msg, an approval asked for, has not been
+// logged yet in this run.
+func (r *Runner) firstToAsk(msg string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.asked[msg] {
+		return false
+	}
+	if r.asked == nil {
+		r.asked = map[string]bool{}
+	}
+	r.asked[msg] = true
+	return true
 }
 
 // firstToSay reports whether no forward has logged msg as its start error

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -177,4 +178,31 @@ func hashFile(sums map[string]string, path string) []string {
 		sums[path] = "unreadable"
 	}
 	return []string{path}
+}
+
+// OwnFiles are the kubeconfig files that are the user's own: $KUBECONFIG's,
+// else ~/.kube/config. They are trusted as kubectl trusts them, whoever
+// names them.
+func OwnFiles() []string {
+	return loadingRules("").GetLoadingPrecedence()
+}
+
+// ExecCommands lists the exec credential plugins a kubeconfig's users run,
+// for a person approving it.
+func ExecCommands(path string, data []byte) []string {
+	raw, err := clientcmd.Load(data)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, u := range raw.AuthInfos {
+		if u.Exec != nil {
+			u.LocationOfOrigin = path
+			cfg := &clientcmdapi.Config{AuthInfos: map[string]*clientcmdapi.AuthInfo{"u": u}}
+			clientcmd.ResolveLocalPaths(cfg)
+			out = append(out, u.Exec.Command)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
