@@ -54,6 +54,9 @@ type Runner struct {
 	stopped  chan struct{}      // closed when Run stops reading the file: Reload fails from then on
 	stopOnce sync.Once
 
+	applyMu     sync.Mutex                   // one change to the forwards at a time: a reload, a kubeconfig's change
+	kubeconfigs map[clientKey]seenKubeconfig // in use, as last read; guarded by applyMu
+
 	mu       sync.Mutex
 	forwards map[string]*running
 	said     map[string]bool // start errors logged since the last reload
@@ -89,7 +92,7 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{}), stopped: make(chan struct{})}
+	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, kubeconfigs: map[clientKey]seenKubeconfig{}, requests: make(chan chan<- Reload), loaded: make(chan struct{}), stopped: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -134,6 +137,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.record(Reload{Trigger: TriggerStart, Successful: true, Changes: c})
 	r.printSummary(ctx)
 	close(r.loaded)
+	follow, stopFollowing := context.WithCancel(ctx)
+	var following sync.WaitGroup
+	following.Go(func() { r.followKubeconfigs(follow, life) })
 	err = f.run(ctx, r.opts.Reload, r.requests, r.log, func(cfg *config.Config, err error, trigger string) Reload {
 		res := Reload{Trigger: trigger}
 		switch {
@@ -156,6 +162,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		return res
 	})
 	r.stopOnce.Do(func() { close(r.stopped) }) // no more reloads during the grace period
+	stopFollowing()
+	following.Wait() // it starts forwards: not while they are shut down
 	r.shutdown()
 	return err
 }
@@ -230,6 +238,8 @@ var errStopped = errors.New("kforward is stopping")
 // stop, changed ones (and ones that could not start) restart, new ones
 // start, and unchanged ones are not touched.
 func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	var c Changes
 	var stop []*running
 	var start []config.Forward
@@ -265,7 +275,8 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
 	slices.Sort(c.RemovedNames)
 	r.mu.Unlock()
 
-	stopAll(stop, 0) // first: a changed forward may keep its local port
+	stopAll(stop, 0)       // first: a changed forward may keep its local port
+	r.usedKubeconfigs(cfg) // before their clients are built
 	for _, s := range start {
 		r.startOne(ctx, s)
 	}

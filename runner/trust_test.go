@@ -118,9 +118,27 @@ func TestFileNamedKubeconfigNeedsApproval(t *testing.T) {
 	}
 	h.waitFor("the forward started once approved", func() bool { return h.current()["a"] != nil })
 
+	// An edit to the forwards file that leaves the kubeconfig as it was
+	// needs no new approval.
+	a := h.current()["a"]
+	h.write("kubeconfig: ./kubeconfig\n" + forwardsFile(map[string]int{"a": 9001, "b": 9002}))
+	h.waitFor("b started", func() bool { return h.current()["b"] != nil })
+	if h.current()["a"] != a {
+		t.Fatal("an unrelated edit restarted the approved forward")
+	}
+
+	// The kubeconfig's content changed (a pull): its forwards stop and wait
+	// for approval again.
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\n# edited\n"), 0o600)
+	h.waitFor("the approval asked for again", func() bool {
+		return strings.Contains(h.log.String(), "changed since you approved it") && len(h.current()) == 0
+	})
+	allow(t, file)
+	h.waitFor("both started again once approved", func() bool { return len(h.current()) == 2 })
+
 	// The user's own kubeconfig named by the file needs nothing.
 	t.Setenv("KUBECONFIG", kc)
-	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\n# edited\n"), 0o600)
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\n# edited again\n"), 0o600)
 	tr := newTrust(file)
 	if err := tr.check(config.Forward{Kubeconfig: kc, Addresses: []string{"127.0.0.1"}}); err != nil {
 		t.Fatalf("the user's own kubeconfig needs approval: %v", err)

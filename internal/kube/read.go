@@ -139,23 +139,29 @@ func Fingerprint(kubeconfig, kubeContext string) (sum string, files []string, er
 		Files   map[string]string // path: sha256 of its content
 	}
 	what.Name, what.Files = name, map[string]string{}
-	if ctx := raw.Contexts[name]; ctx != nil {
-		c := *ctx
-		c.Extensions = nil
-		what.Context = &c
-		if cl := raw.Clusters[c.Cluster]; cl != nil {
-			cluster := *cl
-			cluster.Extensions = nil
-			what.Cluster = &cluster
-			files = append(files, hashFile(what.Files, cluster.CertificateAuthority)...)
-		}
-		if u := raw.AuthInfos[c.AuthInfo]; u != nil {
-			user := *u
-			user.Token, user.Extensions = "", nil
-			what.User = &user
-			files = append(files, hashFile(what.Files, user.ClientCertificate)...)
-			files = append(files, hashFile(what.Files, user.ClientKey)...)
-		}
+	// A context or cluster missing is an error, not a fingerprint: a file
+	// read while it is being written (truncated, then written) is empty.
+	ctx := raw.Contexts[name]
+	if ctx == nil {
+		return "", files, fmt.Errorf("context %q is not in the kubeconfig", name)
+	}
+	c := *ctx
+	c.Extensions = nil
+	what.Context = &c
+	cl := raw.Clusters[c.Cluster]
+	if cl == nil {
+		return "", files, fmt.Errorf("cluster %q of context %q is not in the kubeconfig", c.Cluster, name)
+	}
+	cluster := *cl
+	cluster.Extensions = nil
+	what.Cluster = &cluster
+	files = append(files, hashFile(what.Files, cluster.CertificateAuthority)...)
+	if u := raw.AuthInfos[c.AuthInfo]; u != nil {
+		user := *u
+		user.Token, user.Extensions = "", nil
+		what.User = &user
+		files = append(files, hashFile(what.Files, user.ClientCertificate)...)
+		files = append(files, hashFile(what.Files, user.ClientKey)...)
 	}
 	b, err := json.Marshal(what)
 	if err != nil {
