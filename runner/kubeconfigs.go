@@ -36,7 +36,7 @@ type seenKubeconfig struct {
 // fingerprint reads what k connects to now; ok is false when it cannot be
 // read (a file caught half-written: look again later).
 func (r *Runner) fingerprint(k clientKey) (seen seenKubeconfig, ok bool) {
-	if k.kubeconfig != "" && !ownKubeconfig(k.kubeconfig) {
+	if !r.trust.own(k.kubeconfig) {
 		abs, err := filepath.Abs(k.kubeconfig)
 		if err != nil {
 			return seen, false

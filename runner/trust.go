@@ -59,7 +59,11 @@ func (a Approval) Empty() bool { return a.Kubeconfig == nil && len(a.Addresses) 
 
 // approvals is the file of approvals, as stored.
 type approvals struct {
-	Files map[string]*approved `json:"files"` // by forwards file, absolute
+	// TrustedDirs are directories whose forwards files this user trusts
+	// as their own, whatever they say (direnv's whitelist.prefix): for
+	// files no one else writes. Written by hand; allow never adds one.
+	TrustedDirs []string             `json:"trustedDirs,omitempty"`
+	Files       map[string]*approved `json:"files"` // by forwards file, absolute
 }
 
 type approved struct {
@@ -210,11 +214,12 @@ func approvalError(file, what string) error {
 type trust struct {
 	file string // the forwards file, absolute
 
-	mu    sync.Mutex
-	store string // the approvals file; "" when there is none to read
-	stamp string // of the approvals file when read
-	have  *approved
-	err   error // reading it
+	mu      sync.Mutex
+	store   string // the approvals file; "" when there is none to read
+	stamp   string // of the approvals file when read
+	have    *approved
+	trusted bool  // the file is in one of the trusted directories
+	err     error // reading it
 }
 
 func newTrust(file string) *trust {
@@ -236,12 +241,35 @@ func (t *trust) approved() (*approved, error) {
 	}
 	if now := fileStamp(t.store); now != t.stamp || t.have == nil {
 		all, err := readApprovals(t.store)
-		t.stamp, t.err, t.have = now, err, &approved{}
+		t.stamp, t.err, t.have, t.trusted = now, err, &approved{}, false
 		if err == nil && all.Files[t.file] != nil {
 			t.have = all.Files[t.file]
 		}
+		if err == nil {
+			t.trusted = slices.ContainsFunc(all.TrustedDirs, func(dir string) bool { return within(t.file, dir) })
+		}
 	}
 	return t.have, t.err
+}
+
+// own reports whether the kubeconfig at path is trusted as the user's
+// own: it is one of theirs, or the forwards file is in a trusted
+// directory. Then it needs no approval and is followed as the user's own
+// (an inline token read again, not a change that needs approval).
+func (t *trust) own(path string) bool {
+	if path == "" || ownKubeconfig(path) {
+		return true
+	}
+	t.approved()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.trusted
+}
+
+// within reports whether file is under dir.
+func within(file, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), file)
+	return err == nil && filepath.IsAbs(dir) && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // checkAddresses says whether spec may listen where it asks to.
@@ -253,6 +281,12 @@ func (t *trust) checkAddresses(spec config.Forward) error {
 	have, err := t.approved()
 	if err != nil {
 		return err
+	}
+	t.mu.Lock()
+	trusted := t.trusted
+	t.mu.Unlock()
+	if trusted {
+		return nil
 	}
 	for _, a := range wide {
 		if !slices.Contains(have.Addresses, a) {
@@ -266,7 +300,7 @@ func (t *trust) checkAddresses(spec config.Forward) error {
 // user's own, and returns it if this user approved that content: data is
 // what a client must be built from. own is true for the user's own.
 func (t *trust) readKubeconfig(path string) (data []byte, own bool, err error) {
-	if path == "" || ownKubeconfig(path) {
+	if t.own(path) {
 		return nil, true, nil
 	}
 	abs, err := filepath.Abs(path)

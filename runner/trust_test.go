@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,3 +159,30 @@ func statusOf(h *harness, name string) (s struct{ State, LastError string }) {
 	}
 	return s
 }
+
+// A forwards file in a directory this user listed in trustedDirs (by hand,
+// as direnv's whitelist) is trusted as their own: its kubeconfig and
+// addresses need no approval.
+func TestTrustedDirNeedsNoApproval(t *testing.T) {
+	trustedHome(t)
+	dir := t.TempDir()
+	store, err := ApprovalsFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(store), 0o700)
+	os.WriteFile(store, []byte(`{"trustedDirs": [`+strconvQuote(dir)+`]}`), 0o600)
+	os.WriteFile(filepath.Join(dir, "kubeconfig"), []byte("apiVersion: v1\nkind: Config\n"), 0o600)
+	file := filepath.Join(dir, "forwards.yaml")
+	os.WriteFile(file, []byte("kubeconfig: ./kubeconfig\n"+forwardsFile(map[string]int{"a": 9001}, "  - {name: wide, pod: w, address: 0.0.0.0, ports: [9009]}\n")), 0o644)
+	h := runAt(t, file, 0)
+	h.waitFor("both started", func() bool { return len(h.current()) == 2 })
+	if strings.Contains(h.log.String(), "approval") {
+		t.Fatalf("approval asked for in a trusted directory:\n%s", h.log.String())
+	}
+	if within(file, dir+"-other") || !within(file, dir) || within("/a/b", "a") {
+		t.Error("within is wrong")
+	}
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
