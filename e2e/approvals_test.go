@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 )
 
 // The tests write their forwards files under the temporary directory, and
@@ -15,8 +18,12 @@ import (
 // directory as the user's own (trustedDirs, as direnv's whitelist); never
 // with the real user's approvals.
 func init() {
+	removeStaleConfigDirs()
 	dir, err := os.MkdirTemp("", "kforward-e2e-config-")
 	if err != nil {
+		panic(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		panic(err)
 	}
 	store := filepath.Join(dir, "kforward", "allowed.json")
@@ -32,4 +39,20 @@ func init() {
 		panic(err)
 	}
 	os.Setenv("XDG_CONFIG_HOME", dir)
+}
+
+// removeStaleConfigDirs removes the config directories of test processes
+// that have ended (there is no hook after the last test to remove one's
+// own), as the cluster package does with its directories.
+func removeStaleConfigDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "kforward-e2e-config-*"))
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(string(data)); err == nil && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }

@@ -82,4 +82,16 @@ forwards:
 		strings.Contains(rf.log.String(), "restarted=[b]") {
 		t.Fatalf("b, on the unchanged context, was touched: %s, %d reconnects, on %v (was %v)", now.State, now.Reconnects, now.Addresses, b.Addresses)
 	}
+
+	// Back to the server itself, so that no tunnel is on the proxy when it
+	// closes (the API server would log the abrupt end as an error).
+	cfg.Clusters[cur.Cluster].Server = two.Server
+	write()
+	waitFor(t, 30*time.Second, "a restarted again", func() bool { return strings.Count(rf.log.String(), "context=one restarted=[a]") == 2 })
+	rf.waitState("a", forward.Active)
+	waitFor(t, 30*time.Second, "no connection left through the proxy", func() bool {
+		proxy.mu.Lock()
+		defer proxy.mu.Unlock()
+		return len(proxy.conns) == 0
+	})
 }

@@ -428,6 +428,10 @@ forwards:
 	if got := who(t, wide); got != ns+"/web" {
 		t.Fatalf("wide answered by %q", got)
 	}
+	k.cmd.Process.Signal(syscall.SIGTERM) // its tunnels end cleanly
+	if code, _ := k.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d; log:\n%s", code, k.stderr.String())
+	}
 }
 
 // TestKubeconfigThatNeverEnds: `kubeconfig: /dev/zero` fails at once with a
