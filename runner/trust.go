@@ -380,3 +380,12 @@ func NeedsApproval(cfg *config.Config) []string {
 	}
 	return out
 }
+
+// KubeconfigApproved reports whether kforward may use the kubeconfig at
+// path for the forwards file at file: it is the user's own, or this user
+// approved its content for that file. For shell completion, which would
+// otherwise run an unapproved kubeconfig's exec plugin at a TAB.
+func KubeconfigApproved(file, path string) bool {
+	_, _, err := newTrust(file).readKubeconfig(path)
+	return err == nil
+}

@@ -67,3 +67,26 @@ current-context: dev
 		t.Fatalf("a file that asks for nothing: exit %d\n%s", code, out)
 	}
 }
+
+// Completion asks the cluster of the file's kubeconfig only once that is
+// approved: a TAB in a repository never runs its kubeconfig's exec plugin.
+func TestCompletionUsesOnlyApprovedKubeconfig(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "cfg"))
+	t.Setenv("KUBECONFIG", "")
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\n"), 0o600)
+	file := filepath.Join(dir, "forwards.yaml")
+	os.WriteFile(file, []byte("kubeconfig: kubeconfig\ndefaults: {context: dev}\nforwards:\n  - {pod: web, ports: [80]}\n"), 0o644)
+	if w := withFileDefaults(file, "", "", ""); w.kubeconfig != "" || w.context != "dev" {
+		t.Fatalf("before allow: %+v, want no kubeconfig from the file", w)
+	}
+	if code, out, errOut := runMain(t, "allow", "-f", file); code != 0 {
+		t.Fatalf("allow: %s%s", out, errOut)
+	}
+	if w := withFileDefaults(file, "", "", ""); w.kubeconfig != kc {
+		t.Fatalf("after allow: %+v, want the file's kubeconfig", w)
+	}
+}
