@@ -124,7 +124,7 @@ forwards:
 	cmd := exec.Command(strace, "-f", "-qq", "-e", "trace=execve,execveat,open,openat,openat2", "-o", runTrace,
 		kforward, "run", "-f", file, "--no-tui", "--status-addr", addr)
 	cmd.Dir, cmd.Env = dir, env
-	var out strings.Builder
+	var out testutil.Buffer // written by the process while the test reads it
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
