@@ -45,7 +45,9 @@ type Forward struct {
 	Reconnect      Backoff
 	Health         Health
 	ConnectTimeout time.Duration
-	ClientBuffer   int // bytes of pod data that may wait for one local client
+	ClientBuffer   int           // bytes of pod data that may wait in memory for one local client
+	DiskBuffer     int64         // bytes of pod data that may wait on disk for the forward's clients
+	StallTimeout   time.Duration // a client that reads nothing for this long is closed
 }
 
 // Equal reports whether two specs describe the same forward.
@@ -115,6 +117,8 @@ var (
 	DefaultHealth         = Health{Interval: 10 * time.Second, Timeout: 5 * time.Second}
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultClientBuffer   = 16 << 20
+	DefaultDiskBuffer     = int64(1 << 30)
+	DefaultStallTimeout   = 2 * time.Minute
 )
 
 // Load reads, parses and validates the file at path. Errors name the path.
@@ -285,6 +289,8 @@ type common struct {
 	health             Health
 	connectTimeout     time.Duration
 	clientBuffer       int
+	diskBuffer         int64
+	stallTimeout       time.Duration
 }
 
 func builtin() common {
@@ -295,6 +301,8 @@ func builtin() common {
 		health:         DefaultHealth,
 		connectTimeout: DefaultConnectTimeout,
 		clientBuffer:   DefaultClientBuffer,
+		diskBuffer:     DefaultDiskBuffer,
+		stallTimeout:   DefaultStallTimeout,
 	}
 }
 
@@ -358,6 +366,12 @@ func resolve(base common, s settings) (common, []*Error) {
 	}
 	if s.ClientBuffer != 0 {
 		c.clientBuffer = int(s.ClientBuffer)
+	}
+	if _, ok := s.Fields["diskBuffer"]; ok {
+		c.diskBuffer = int64(s.DiskBuffer)
+	}
+	if s.StallTimeout != 0 {
+		c.stallTimeout = time.Duration(s.StallTimeout)
 	}
 	return c, errs
 }
@@ -433,6 +447,8 @@ func forwardOf(base common, e entry) (Forward, []*Error) {
 		Health:         c.health,
 		ConnectTimeout: c.connectTimeout,
 		ClientBuffer:   c.clientBuffer,
+		DiskBuffer:     c.diskBuffer,
+		StallTimeout:   c.stallTimeout,
 	}, errs
 }
 

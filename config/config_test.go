@@ -76,7 +76,7 @@ func TestInvalid(t *testing.T) {
 		file string
 		want []string
 	}{
-		{"unknown-key.yaml", []string{`4:5: unknown key "prots" in a forward; allowed: name, pod, service, deployment, statefulset, daemonset, replicaset, selector, ports, context, namespace, address, transport, reconnect, health, connectTimeout, clientBuffer`}},
+		{"unknown-key.yaml", []string{`4:5: unknown key "prots" in a forward; allowed: name, pod, service, deployment, statefulset, daemonset, replicaset, selector, ports, context, namespace, address, transport, reconnect, health, connectTimeout, clientBuffer, diskBuffer, stallTimeout`}},
 		{"unknown-top-key.yaml", []string{`1:1: unknown key "defualts" in the file; allowed: kubeconfig, defaults, forwards`}},
 		{"duplicate-key.yaml", []string{`3:5: duplicate key "pod"`}},
 		{"no-target.yaml", []string{`2:5: a forward needs exactly one target: pod, service, deployment, statefulset, daemonset, replicaset, selector`}},
@@ -92,7 +92,10 @@ func TestInvalid(t *testing.T) {
 		{"duplicate-bind-wildcard.yaml", []string{`6:13: 127.0.0.1:8080 is already used by forward "pod/a" at 4:13`}},
 		{"bad-size.yaml", []string{
 			`2:17: invalid size "16MB": want bytes or a number with a unit, such as 512KiB, 16MiB or 1GiB`,
-			`5:19: invalid size "1KiB": must be from 64KiB to 1GiB`,
+			`3:15: invalid size "-1": want bytes or a number with a unit, such as 512MiB or 4GiB`,
+			`6:19: invalid size "1KiB": must be from 64KiB to 1GiB`,
+			`7:17: invalid size "65GiB": must be at most 64GiB`,
+			`8:19: invalid duration "0s": must be greater than 0`,
 		}},
 		{"bad-duration.yaml", []string{
 			`2:19: invalid duration "10": want a number with a unit, such as 250ms, 10s or 1m`,
@@ -186,6 +189,8 @@ forwards:
 		Health:         Health{10 * time.Second, 5 * time.Second},
 		ConnectTimeout: 10 * time.Second,
 		ClientBuffer:   16 << 20,
+		DiskBuffer:     1 << 30,
+		StallTimeout:   2 * time.Minute,
 	}
 	if !got.Equal(want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -206,6 +211,8 @@ defaults:
   health: {timeout: 2s}
   connectTimeout: ${KF_TIMEOUT}
   clientBuffer: 4MiB
+  diskBuffer: 0
+  stallTimeout: 30s
 forwards:
   - pod: web-0
     ports: ["${KF_PORT}"]
@@ -219,6 +226,7 @@ forwards:
     health: {interval: 1s}
     connectTimeout: 1m
     clientBuffer: 1048576
+    diskBuffer: 8GiB
     ports: ["5432"]
 `))
 	if err != nil {
@@ -229,13 +237,13 @@ forwards:
 		Target: Target{Kind: Pod, Name: "web-0"}, Ports: []Port{{80, 80, ""}},
 		Addresses: []string{"127.0.0.1", "::1"}, Transport: SPDY,
 		Reconnect: Backoff{time.Second, 30 * time.Second}, Health: Health{10 * time.Second, 2 * time.Second},
-		ConnectTimeout: 3 * time.Second, ClientBuffer: 4 << 20,
+		ConnectTimeout: 3 * time.Second, ClientBuffer: 4 << 20, DiskBuffer: 0, StallTimeout: 30 * time.Second,
 	}, {
 		Name: "db", Kubeconfig: "/etc/kube/config", Context: "prod", Namespace: "data",
 		Target: Target{Kind: Selector, Selector: map[string]string{"app": "db", "tier": "data"}}, Ports: []Port{{5432, 5432, ""}},
 		Addresses: []string{"0.0.0.0", "::1"}, Transport: WebSocket,
 		Reconnect: Backoff{time.Second, 5 * time.Second}, Health: Health{time.Second, 2 * time.Second},
-		ConnectTimeout: time.Minute, ClientBuffer: 1 << 20,
+		ConnectTimeout: time.Minute, ClientBuffer: 1 << 20, DiskBuffer: 8 << 30, StallTimeout: 30 * time.Second,
 	}}
 	for i := range want {
 		if !cfg.Forwards[i].Equal(want[i]) {

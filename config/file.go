@@ -22,7 +22,9 @@ type settings struct {
 	Reconnect      reconnect `yaml:"reconnect" doc:"Backoff between reconnect attempts: exponential with jitter from initial to max."`
 	Health         health    `yaml:"health" doc:"End-to-end health check of the upstream tunnel."`
 	ConnectTimeout duration  `yaml:"connectTimeout" doc:"How long an accepted local connection may wait for a ready pod before it is closed. Default: 10s."`
-	ClientBuffer   size      `yaml:"clientBuffer" doc:"How much of the pod's data may wait for a local client that reads slower than the pod sends; a connection whose client leaves more unread is closed, and only that one. Bytes, or with a unit (KiB, MiB, GiB), from 64KiB to 1GiB. Default: 16MiB."`
+	ClientBuffer   size      `yaml:"clientBuffer" doc:"How much of the pod's data may wait in memory for a local client that reads slower than the pod sends; past it the rest waits on disk (diskBuffer). All connections of a forward's tunnel together keep at most 8 times this in memory. Bytes, or with a unit (KiB, MiB, GiB), from 64KiB to 1GiB. Default: 16MiB."`
+	DiskBuffer     diskSize  `yaml:"diskBuffer" doc:"How much of the pod's data may wait on disk, in temporary files removed as they are read, for all of a forward's slow clients together. Past it the tunnel's reading waits for the slowest client, as kubectl's always does, and new connections get a new tunnel. Nothing is ever dropped for a client that reads. 0 keeps nothing on disk. Bytes, or with a unit (KiB, MiB, GiB), up to 64GiB. Default: 1GiB."`
+	StallTimeout   duration  `yaml:"stallTimeout" doc:"How long a local client may read nothing at all of the data waiting for it before its connection, and only that one, is closed. Default: 2m."`
 
 	At     Pos            `yaml:"-"`
 	Fields map[string]Pos `yaml:"-"`

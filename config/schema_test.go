@@ -33,7 +33,7 @@ func TestSchemaCoversEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	forward := s.Properties["forwards"].Items
-	for _, key := range []string{"name", "pod", "service", "deployment", "statefulset", "daemonset", "replicaset", "selector", "ports", "context", "namespace", "address", "transport", "reconnect", "health", "connectTimeout", "clientBuffer"} {
+	for _, key := range []string{"name", "pod", "service", "deployment", "statefulset", "daemonset", "replicaset", "selector", "ports", "context", "namespace", "address", "transport", "reconnect", "health", "connectTimeout", "clientBuffer", "diskBuffer", "stallTimeout"} {
 		if _, ok := forward.Properties[key]; !ok {
 			t.Errorf("schema of a forward lacks %q", key)
 		}
@@ -41,7 +41,7 @@ func TestSchemaCoversEveryKey(t *testing.T) {
 	if len(forward.OneOf) != 7 {
 		t.Errorf("schema of a forward has %d target alternatives, want 7", len(forward.OneOf))
 	}
-	for _, key := range []string{"context", "namespace", "address", "transport", "reconnect", "health", "connectTimeout", "clientBuffer"} {
+	for _, key := range []string{"context", "namespace", "address", "transport", "reconnect", "health", "connectTimeout", "clientBuffer", "diskBuffer", "stallTimeout"} {
 		if _, ok := s.Properties["defaults"].Properties[key]; !ok {
 			t.Errorf("schema of defaults lacks %q", key)
 		}

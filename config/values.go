@@ -179,6 +179,37 @@ func (size) schema() map[string]any {
 	}}
 }
 
+// diskSize is an amount of disk: as size, from 0 to 64GiB.
+type diskSize int64
+
+const maxDiskSize = 64 << 30
+
+func (s *diskSize) decodeNode(n *yaml.Node) error {
+	num, mult := n.Value, int64(1)
+	for unit, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(num, unit); ok {
+			num, mult = v, m
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n.Kind != yaml.ScalarNode || v < 0 {
+		return fmt.Errorf("invalid size %q: want bytes or a number with a unit, such as 512MiB or 4GiB", n.Value)
+	}
+	if v > maxDiskSize/mult {
+		return fmt.Errorf("invalid size %q: must be at most 64GiB", n.Value)
+	}
+	*s = diskSize(v * mult)
+	return nil
+}
+
+func (diskSize) schema() map[string]any {
+	return map[string]any{"oneOf": []any{
+		map[string]any{"type": "integer", "minimum": 0, "maximum": maxDiskSize},
+		map[string]any{"type": "string", "pattern": `^[0-9]+(KiB|MiB|GiB)?$`},
+	}}
+}
+
 // addresses is one address or a list of them.
 type addresses struct {
 	List []string

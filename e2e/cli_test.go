@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,8 +57,16 @@ type kforwardRun struct {
 
 func startRun(t *testing.T, file string, args ...string) *kforwardRun {
 	t.Helper()
+	return startRunUnder(t, nil, file, args...)
+}
+
+// startRunUnder is startRun with kforward run by a command that execs it
+// (wrapper, then kforward's path and arguments): say, prlimit.
+func startRunUnder(t *testing.T, wrapper []string, file string, args ...string) *kforwardRun {
+	t.Helper()
 	k := &kforwardRun{stderr: &testutil.Buffer{}, exited: make(chan struct{})}
-	k.cmd = exec.Command(kforwardBinary(t), append([]string{"run", "-f", file}, args...)...)
+	argv := append(append(slices.Clone(wrapper), kforwardBinary(t), "run", "-f", file), args...)
+	k.cmd = exec.Command(argv[0], argv[1:]...)
 	k.cmd.Stderr = k.stderr
 	out, err := k.cmd.StdoutPipe()
 	if err != nil {

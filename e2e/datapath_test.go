@@ -25,7 +25,9 @@ import (
 // TestStalledClient: one client asks for 1 GiB and never reads; another
 // makes a request every 250ms for 20s through the same forward. Every one
 // is answered within 1s, the tunnel is never redialed, and the stalled
-// connection is closed with a warning naming the forward and the client.
+// connection is closed once it has read nothing for stallTimeout (5s here),
+// with a warning naming the forward and the client. What it left unread
+// waited on disk meanwhile (diskBuffer), not in the session's way.
 func TestStalledClient(t *testing.T) {
 	t.Parallel()
 	c := needCluster(t)
@@ -36,6 +38,9 @@ func TestStalledClient(t *testing.T) {
 			s := spec("stall", ns, config.Target{Kind: config.Pod, Name: "p"}, ":http")
 			s.Transport = tr
 			s.Health = config.Health{Interval: 2 * time.Second, Timeout: time.Second}
+			s.ClientBuffer = config.DefaultClientBuffer
+			s.DiskBuffer = config.DefaultDiskBuffer
+			s.StallTimeout = 5 * time.Second
 			log := &testutil.Buffer{}
 			f := startForwardLog(t, c, s, slog.New(slog.NewTextHandler(log, nil)))
 			addr := waitActive(t, f).Addresses[0]

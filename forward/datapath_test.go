@@ -44,26 +44,33 @@ func checkPattern(r io.Reader, n int64) error {
 }
 
 // 1. A client that stops reading costs only its own connection: every
-// request of another client on the same forward is answered promptly, the
-// tunnel is not redialed, and the stalled connection is closed once its
-// unread data passes clientBuffer, with a warning naming the forward and
-// the client.
+// request of another client on the same forward is answered promptly, new
+// connections and one opened before the stall alike, the tunnel is not
+// redialed, and the stalled connection is closed once it has read nothing
+// for stallTimeout, with a warning naming the forward and the client.
+// What it leaves unread waits in memory, then on disk (diskBuffer).
 func TestStalledClientIsolated(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(string(tr), func(t *testing.T) {
 			k := newFakeKubelet(t)
-			pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80, "bytes": 7100}))
-			s := spec(":http", ":bytes")
+			pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80, "bytes": 7100, "echo": 7000}))
+			s := spec(":http", ":bytes", ":echo")
 			s.Transport = tr
 			s.Health = config.Health{Interval: 2 * time.Second, Timeout: time.Second}
 			s.ClientBuffer = 4 << 20
+			s.DiskBuffer = config.DefaultDiskBuffer
+			s.StallTimeout = 3 * time.Second
 			log := &testLog{}
 			f, _ := start(t, s, k.env(pods, log))
 			st := waitState(t, f, Active)
-			web, bytesAddr := st.Addresses[0], st.Addresses[1]
+			web, bytesAddr, echoAddr := st.Addresses[0], st.Addresses[1], st.Addresses[2]
 
+			neighbour := connect(t, echoAddr) // open before the stall, used through it
+			if err := echo(neighbour, "before"); err != nil {
+				t.Fatal(err)
+			}
 			stalled := connect(t, bytesAddr)
-			if err := download(stalled, 1<<30); err != nil {
+			if err := download(stalled, 256<<20); err != nil {
 				t.Fatal(err)
 			}
 			client := stalled.LocalAddr().String()
@@ -78,25 +85,86 @@ func TestStalledClientIsolated(t *testing.T) {
 				if pod := mustGet(t, web); pod != "a" {
 					t.Fatalf("request %d answered by %q", i, pod)
 				}
+				if err := echo(neighbour, fmt.Sprintf("round %d", i)); err != nil {
+					t.Fatalf("round %d on the connection opened before the stall: %v", i, err)
+				}
 				worst = max(worst, time.Since(begin))
 			}
-			t.Logf("%d of %d requests answered beside a stalled client; slowest %s", rounds, rounds, worst)
+			t.Logf("%d of %d requests and echoes answered beside a stalled client; slowest %s", rounds, rounds, worst)
 			if worst > time.Second {
 				t.Errorf("slowest request took %s, want under 1s", worst)
 			}
 			if st := f.Status(); st.Reconnects != 0 || st.State != Active {
 				t.Errorf("forward %s after %d reconnects (%s), want the tunnel kept", st.State, st.Reconnects, st.LastError)
 			}
-			waitFor(t, 5*time.Second, "the stalled connection's warning", func() bool {
+			waitFor(t, 10*time.Second, "the stalled connection's warning", func() bool {
 				return strings.Contains(log.String(), "the client is not reading")
 			})
 			line := lineWith(log.String(), "the client is not reading")
-			for _, want := range []string{"forward=web", "client=" + client, "4194304 bytes unread"} {
+			for _, want := range []string{"forward=web", "client=" + client, "nothing read for 3s"} {
 				if !strings.Contains(line, want) {
 					t.Errorf("warning %q does not say %q", line, want)
 				}
 			}
-			waitFor(t, 5*time.Second, "the stalled connection released", func() bool { return f.Status().Active == 0 })
+			waitFor(t, 5*time.Second, "the stalled connection released", func() bool { return f.Status().Active == 1 })
+			waitFor(t, 5*time.Second, "its disk given back", func() bool { return f.overflow.Used() == 0 })
+		})
+	}
+}
+
+// 1. A client that falls behind while the forward may keep nothing on
+// disk (diskBuffer 0) still gets every byte: the tunnel's reading waits
+// for it, as kubectl's does, and new connections go to a new tunnel, so
+// they are answered meanwhile; the held tunnel is not taken for dead.
+func TestClientBehindHoldsTunnel(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			k := newFakeKubelet(t)
+			pods := newFakePods(k.addPod("a", t0, map[string]int32{"http": 80, "bytes": 7100}))
+			s := spec(":http", ":bytes")
+			s.Transport = tr
+			s.Health = config.Health{Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond}
+			s.ClientBuffer = 64 << 10
+			s.DiskBuffer = 0
+			s.StallTimeout = time.Minute
+			log := &testLog{}
+			f, _ := start(t, s, k.env(pods, log))
+			st := waitState(t, f, Active)
+			web, bytesAddr := st.Addresses[0], st.Addresses[1]
+
+			c := connect(t, bytesAddr)
+			c.(*net.TCPConn).SetReadBuffer(32 << 10)
+			const n, rate = 16 << 20, 2 << 20 // about 8s, well past what the sockets hold
+			if err := download(c, n); err != nil {
+				t.Fatal(err)
+			}
+			read := make(chan error, 1)
+			go func() {
+				c.SetDeadline(time.Now().Add(time.Minute))
+				read <- checkPattern(&throttled{r: c, rate: rate, start: time.Now()}, n)
+			}()
+			answered := 0
+			for done := false; !done; {
+				select {
+				case err := <-read:
+					if err != nil {
+						t.Fatalf("the slow reader: %v", err)
+					}
+					done = true
+				case <-time.After(250 * time.Millisecond):
+					if pod := mustGet(t, web); pod != "a" {
+						t.Fatalf("answered by %q", pod)
+					}
+					answered++
+				}
+			}
+			t.Logf("%d bytes read intact at %d KiB/s; %d requests answered meanwhile", n, rate>>10, answered)
+			if !strings.Contains(log.String(), "opening another tunnel for new connections") {
+				t.Errorf("no tunnel opened for new connections while one waited for its client; log:\n%s", log)
+			}
+			if st := f.Status(); st.Reconnects != 0 {
+				t.Errorf("%d reconnects (%s), want none: a held tunnel is not dead", st.Reconnects, st.LastError)
+			}
 		})
 	}
 }

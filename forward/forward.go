@@ -57,6 +57,9 @@ type Forward struct {
 	// listenTCP is net.Listen; tests bind through it to occupy ports
 	// in an order they choose.
 	listenTCP func(network, address string) (net.Listener, error)
+	overflow  *upstream.Overflow // the disk budget of all its tunnels
+	// watchPods is WatchPods; tests make it fail.
+	watchPods func(ctx context.Context, client kubernetes.Interface, namespace string) (*PodWatch, error)
 
 	mu         sync.Mutex
 	state      State
@@ -73,8 +76,7 @@ type Forward struct {
 	lastErrAt  time.Time
 	rtt        time.Duration
 	checks     int64
-	aliveAt    time.Time     // wall clock, no monotonic reading: when the tunnel last proved alive
-	checkNow   chan struct{} // the status found the tunnel overdue: check it now
+	aliveAt    time.Time // wall clock, no monotonic reading: when the tunnel last proved alive
 	transport  config.Transport
 	retryAt    time.Time
 	dial       Histogram
@@ -89,25 +91,33 @@ func New(spec config.Forward, env Env) *Forward {
 		log = slog.Default()
 	}
 	return &Forward{
-		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}), checkNow: make(chan struct{}, 1),
+		spec: spec, env: env, state: Starting, tunChanged: make(chan struct{}),
 		dial: newHistogram(dialBounds), health: newHistogram(healthBounds), connErrs: map[string]int64{},
-		log: log.With("forward", spec.Name), listenTCP: net.Listen,
+		log: log.With("forward", spec.Name), listenTCP: net.Listen, watchPods: WatchPods,
+		overflow: upstream.NewOverflow("", spec.DiskBuffer),
 	}
 }
 
 // Run keeps the forward working until ctx ends, then closes its listeners,
 // its upstream and its open connections, and returns once every goroutine it
-// started has finished.
+// started has finished. If it fails first (its pod watch cannot start), it
+// stops them itself and returns the error.
 func (f *Forward) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var watchDone <-chan struct{} // the forward's own pod watch, once started
+	// Cancel first, then wait: whatever ends Run, its goroutines are told
+	// to stop and have stopped when it returns.
 	defer func() {
+		cancel()
+		wg.Wait()
+		if watchDone != nil {
+			<-watchDone
+		}
 		f.mu.Lock()
 		f.state = Stopped
 		f.mu.Unlock()
 	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 
 	lns, err := f.listen(ctx)
 	if err != nil {
@@ -127,7 +137,9 @@ func (f *Forward) Run(ctx context.Context) error {
 			f.accept(ctx, l, conns, &wg)
 		}()
 	}
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		closeAll(lns)
 		conns.closeAll()
@@ -135,11 +147,11 @@ func (f *Forward) Run(ctx context.Context) error {
 
 	pods := f.env.Pods
 	if pods == nil {
-		w, err := WatchPods(ctx, f.env.Client, f.env.Namespace)
+		w, err := f.watchPods(ctx, f.env.Client, f.env.Namespace)
 		if err != nil {
 			return err
 		}
-		defer func() { <-w.Done() }() // ctx is cancelled first: Run returns after its watch
+		watchDone = w.Done()
 		pods = w
 	}
 	f.supervise(ctx, pods)
@@ -180,9 +192,38 @@ func (f *Forward) newBackoff() *backoff.ExponentialBackOff {
 	return b
 }
 
+// An accept that fails for want of resources is tried again after a
+// pause, from acceptRetryFirst doubling up to acceptRetryMax, as net/http's
+// Server does: a burst of clients that exhausts the file descriptors must
+// not end the listener for good (the port stays bound, and clients would
+// connect into its backlog and hang).
+const (
+	acceptRetryFirst = 5 * time.Millisecond
+	acceptRetryMax   = time.Second
+)
+
 func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sync.WaitGroup) {
+	var pause time.Duration // accepting fails for want of resources: the next wait
+	failed := 0             // accepts failed in this episode
 	for {
 		c, err := l.ln.Accept()
+		if err != nil && ctx.Err() == nil && acceptAgain(err) {
+			if pause == 0 {
+				pause = acceptRetryFirst
+				f.log.Warn("cannot accept connections, retrying", "address", l.ln.Addr().String(), "err", err)
+			} else {
+				pause = min(2*pause, acceptRetryMax)
+			}
+			failed++
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
 		if err != nil {
 			f.mu.Lock()
 			draining := f.draining
@@ -191,6 +232,10 @@ func (f *Forward) accept(ctx context.Context, l listener, conns *connSet, wg *sy
 				f.fail(Failed, fmt.Errorf("accept on %s: %w", l.ln.Addr(), err))
 			}
 			return
+		}
+		if pause != 0 {
+			f.log.Info("accepting connections again", "address", l.ln.Addr().String(), "failed", failed)
+			pause, failed = 0, 0
 		}
 		if !conns.add(c) {
 			c.Close()
@@ -289,12 +334,15 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 	}
 	var current types.UID        // the last tunnel's pod, by UID: a name can come back
 	gone := map[types.UID]bool{} // pods the API server answered 404 for
+	unreachable := aside{}       // pods whose dial failed, each on its own backoff
 	var retired []*tunnel        // still carrying connections to a pod no longer chosen
 	var silentAt time.Time       // when the last tunnel was found silent, until the next is up
+	var checks sync.WaitGroup    // checkRetired, one per retired tunnel still open
 	defer func() {
 		for _, t := range retired {
 			t.closeWait(context.Canceled)
 		}
+		checks.Wait()
 	}()
 	for ctx.Err() == nil {
 		tgt, err := resolve(ctx, f.env.Client, f.env.Targets, f.env.Namespace, f.spec.Target)
@@ -305,7 +353,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			}
 			continue
 		}
-		pod := f.waitPod(ctx, pods, tgt, current, gone, func(list []*corev1.Pod) {
+		pod := f.waitPod(ctx, pods, tgt, current, gone, unreachable, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
 		})
 		if pod == nil {
@@ -316,16 +364,26 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 			if f.podGone(ctx, pod, err) {
+				f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 				gone[pod.UID] = true // the pod just went away: take the next one at once
 				continue
 			}
+			if podFault(ctx, err) {
+				// This pod cannot be reached: the next one is tried at
+				// once (waitPod), this one again after its backoff.
+				d := unreachable.failed(pod, f.newBackoff)
+				f.record(Reconnecting, fmt.Errorf("connect to pod %s: %w; set aside for %s", pod.Name, err, d.Round(time.Millisecond)))
+				f.log.Warn("pod set aside: its port-forward failed", "pod", pod.Name, "retryIn", d.Round(time.Millisecond).String(), "err", err)
+				continue
+			}
+			f.fail(Reconnecting, fmt.Errorf("connect to pod %s: %w", pod.Name, err))
 			if !wait(b.NextBackOff()) {
 				return
 			}
 			continue
 		}
+		delete(unreachable, pod.UID)
 		current = pod.UID
 		if !silentAt.IsZero() && f.env.AfterSilence != nil {
 			f.env.AfterSilence(silentAt)
@@ -338,7 +396,7 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		f.log.Info("connected", "pod", pod.Name, "ready", ready(pod), "transport", string(t.up.Protocol()))
 		f.notePod(pod, tgt)
 		up := time.Now()
-		reason := f.hold(ctx, t, pods, tgt, func(list []*corev1.Pod) {
+		reason := f.hold(ctx, t, pods, tgt, unreachable, func(list []*corev1.Pod) {
 			retired = reap(retired, list)
 		})
 		f.setTunnel(nil)
@@ -346,11 +404,18 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 		case ctx.Err() != nil:
 			t.closeWait(context.Canceled)
 			return
-		case reason == nil || errors.Is(reason, upstream.ErrGoingAway):
-			// Pod no longer chosen, or the server takes no new streams on
-			// this connection: open connections finish on it, new ones go
-			// to the next tunnel, without delay.
+		case reason == nil || errors.Is(reason, upstream.ErrGoingAway) || errors.Is(reason, upstream.ErrClientsBehind):
+			// Pod no longer chosen, or the tunnel takes no new streams (the
+			// server said so, or a slow client holds its reading): open
+			// connections finish on it, new ones go to the next tunnel,
+			// without delay.
+			if reason != nil {
+				f.log.Info("opening another tunnel for new connections", "pod", t.pod.Name, "reason", reason)
+			}
 			t.retire()
+			if !t.isDead() {
+				checks.Go(func() { f.checkRetired(ctx, t) })
+			}
 			retired = reap(append(retired, t), pods.List(tgt.selector))
 			current = ""
 			continue
@@ -410,22 +475,37 @@ func (f *Forward) podGone(ctx context.Context, pod *corev1.Pod, dialErr error) b
 	return apierrors.IsNotFound(err) || (err == nil && p.UID != pod.UID)
 }
 
-// waitPod blocks until a usable pod that is not gone exists and returns it.
-func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current types.UID, gone map[types.UID]bool, changed func([]*corev1.Pod)) *corev1.Pod {
+// waitPod blocks until a usable pod that is neither gone nor set aside
+// exists and returns it. While the only usable pods are set aside, it
+// waits for the first of them to be due.
+func (f *Forward) waitPod(ctx context.Context, pods Pods, tgt target, current types.UID, gone map[types.UID]bool, unreachable aside, changed func([]*corev1.Pod)) *corev1.Pod {
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
 		changed(list)
 		forgetGone(gone, list)
+		unreachable.forget(list)
 		list = slices.DeleteFunc(list, func(p *corev1.Pod) bool { return gone[p.UID] })
-		if p := pick(list, tgt.podName, current); p != nil {
+		now := time.Now()
+		if p := pick(unreachable.without(list, now), tgt.podName, current); p != nil {
 			return p
 		}
+		at := unreachable.next(list, now)
 		f.mu.Lock()
 		f.state = WaitingForPod
+		if !at.IsZero() {
+			// Pods there are, set aside: this is a backoff, not a wait
+			// for the watch.
+			f.state, f.retryAt = Reconnecting, at
+		}
 		f.mu.Unlock()
+		var due <-chan time.Time // nil: none set aside, wait for the watch
+		if !at.IsZero() {
+			due = time.After(at.Sub(now)) // collected once unreachable (Go 1.23)
+		}
 		select {
 		case <-next:
+		case <-due:
 		case <-ctx.Done():
 			return nil
 		}
@@ -450,7 +530,9 @@ func (f *Forward) connect(ctx context.Context, pod *corev1.Pod, tgt target) (*tu
 	dialCtx, cancel := context.WithTimeout(ctx, max(3*f.spec.Health.Timeout, 5*time.Second))
 	defer cancel()
 	start := time.Now()
-	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{ClientBuffer: f.spec.ClientBuffer})
+	up, err := upstream.Dial(dialCtx, f.env.Config, u, f.spec.Transport, upstream.Options{
+		ClientBuffer: f.spec.ClientBuffer, StallTimeout: f.spec.StallTimeout, Overflow: f.overflow,
+	})
 	f.mu.Lock()
 	f.dial.observe(time.Since(start))
 	f.mu.Unlock()
@@ -494,44 +576,58 @@ func reap(retired []*tunnel, list []*corev1.Pod) []*tunnel {
 // set. It returns why the tunnel must go: an error if it died, nil if its
 // pod is no longer the one to use (or ctx ended). changed sees the pod
 // list at every change.
-func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, changed func([]*corev1.Pod)) error {
+func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, unreachable aside, changed func([]*corev1.Pod)) error {
 	tick := time.NewTicker(f.spec.Health.Interval)
 	defer tick.Stop()
+	wake := time.NewTicker(min(wakeCheck, f.spec.Health.Interval))
+	defer wake.Stop()
+watch:
 	for {
 		next := pods.Changed()
 		list := pods.List(tgt.selector)
 		changed(list)
 		// A pod recreated under the same name (a StatefulSet's, or a pod
-		// target's) is another pod: its UID tells.
-		p := pick(list, tgt.podName, t.pod.UID)
+		// target's) is another pod: its UID tells. A pod set aside is not
+		// moved to (say, a new revision's, unreachable) until it is due.
+		p := pick(unreachable.without(list, time.Now()), tgt.podName, t.pod.UID)
 		if p == nil || p.UID != t.pod.UID {
 			return nil
 		}
 		f.notePod(p, tgt)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.up.Done():
-			return t.up.Err()
-		case <-t.up.GoingAway():
-			return upstream.ErrGoingAway
-		case <-next:
-			continue
-		case <-tick.C:
-		case <-f.checkNow:
-			// The status found the tunnel unheard for too long: kforward
-			// was asleep, and after a real suspend the ticker (on the
-			// monotonic clock, which stood still) may be an interval away.
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.up.Done():
+				return t.up.Err()
+			case <-t.up.GoingAway():
+				return t.up.AwayReason()
+			case <-next:
+				continue watch
+			case <-tick.C:
+				break wait
+			case <-wake.C:
+				// Unheard for too long by the wall clock: kforward was
+				// asleep, and after a real suspend the ticker (on the
+				// monotonic clock, which stood still) may be an interval
+				// away. Ask now.
+				f.mu.Lock()
+				late := f.overdue(time.Now())
+				f.mu.Unlock()
+				if late {
+					break wait
+				}
+			}
 		}
-		begin := time.Now()
-		rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
-		if err != nil && ctx.Err() == nil && t.up.Err() == nil && time.Since(begin) > 2*f.spec.Health.Timeout {
-			// The ping's time ran out while kforward itself was not
-			// running (a stopped process wakes to its timers before it
-			// reads the answer waiting in its socket): that says nothing
-			// about the tunnel, and redialing would cut every open
-			// connection on it. Ask again.
-			rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
+		rtt, err := f.ping(ctx, t)
+		if errors.Is(err, upstream.ErrBusy) {
+			// No echo yet, but the tunnel moves data: alive, and its echo
+			// waits behind that data on a slow link.
+			f.mu.Lock()
+			f.aliveAt = time.Now().Round(0)
+			f.mu.Unlock()
+			continue
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -545,6 +641,55 @@ func (f *Forward) hold(ctx context.Context, t *tunnel, pods Pods, tgt target, ch
 		f.health.observe(rtt)
 		f.aliveAt = time.Now().Round(0)
 		f.mu.Unlock()
+	}
+}
+
+// wakeCheck is how often a held tunnel's last answer is compared with the
+// wall clock (Forward.overdue), so that one left unheard while kforward
+// was not running (a laptop asleep) is checked within this long of waking
+// up, whoever looks at the status. A constant: a comparison under a lock
+// each second per forward costs nothing worth a setting.
+const wakeCheck = time.Second
+
+// ping checks a tunnel once, within the health timeout.
+func (f *Forward) ping(ctx context.Context, t *tunnel) (time.Duration, error) {
+	begin := time.Now()
+	rtt, err := t.up.Ping(ctx, f.spec.Health.Timeout)
+	if err != nil && ctx.Err() == nil && t.up.Err() == nil && time.Since(begin) > 2*f.spec.Health.Timeout {
+		// The ping's time ran out while kforward itself was not
+		// running (a stopped process wakes to its timers before it
+		// reads the answer waiting in its socket): that says nothing
+		// about the tunnel, and redialing would cut every open
+		// connection on it. Ask again.
+		rtt, err = t.up.Ping(ctx, f.spec.Health.Timeout)
+	}
+	return rtt, err
+}
+
+// checkRetired pings a retired tunnel every health interval for as long as
+// it carries connections, and closes it when a ping fails: its connections
+// then fail alone, where they would hang until its pod was deleted (a
+// node gone from the network leaves its pods listed for minutes). It
+// returns when the tunnel has closed or ctx ends.
+func (f *Forward) checkRetired(ctx context.Context, t *tunnel) {
+	tick := time.NewTicker(f.spec.Health.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.up.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := f.ping(ctx, t); err != nil && !errors.Is(err, upstream.ErrBusy) {
+			if ctx.Err() != nil || t.isDead() {
+				return // stopped, or closed by its last connection meanwhile
+			}
+			f.log.Warn("closing a retired tunnel: health check failed", "pod", t.pod.Name, "err", err)
+			t.closeWait(fmt.Errorf("retired tunnel: health check: %w", err))
+			return
+		}
 	}
 }
 
@@ -570,12 +715,17 @@ func (f *Forward) notePod(p *corev1.Pod, tgt target) {
 }
 
 func (f *Forward) fail(s State, err error) {
+	f.record(s, err)
+	f.log.Warn(string(s), "err", err)
+}
+
+// record is fail without the log line, for a caller that says it its own way.
+func (f *Forward) record(s State, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state = s
 	f.lastErr = err.Error()
 	f.lastErrAt = time.Now()
-	f.log.Warn(string(s), "err", err)
 }
 
 // connSet tracks open local connections so Run can close them on exit.

@@ -60,6 +60,8 @@ type fakeKubelet struct {
 	noWS    bool            // answer WebSocket upgrades like an API server without them
 	fail    bool            // answer every upgrade with 500
 	gone    map[string]bool // pods answering 404
+	unreach map[string]bool // pods answering 500 "error dialing backend": their node cannot be reached
+	stall   bool            // answer every upgrade with 503 and a body that never ends
 	errSeen int             // errors of the process already in kubeletErrors
 	closed  bool
 }
@@ -118,7 +120,7 @@ func newFakeKubelet(t *testing.T) *fakeKubelet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &fakeKubelet{t: t, gone: map[string]bool{}, stderr: &testutil.Buffer{}, replies: json.NewDecoder(replies)}
+	k := &fakeKubelet{t: t, gone: map[string]bool{}, unreach: map[string]bool{}, stderr: &testutil.Buffer{}, replies: json.NewDecoder(replies)}
 	k.cmd = exec.Command(path)
 	k.cmd.ExtraFiles = []*os.File{w} // its file descriptor 3
 	k.cmd.Stdout, k.cmd.Stderr = k.stderr, k.stderr
@@ -370,16 +372,21 @@ func (k *fakeKubelet) upgrades() []request {
 	return out
 }
 
-// set applies f to how the kubelet answers (noWS, fail, gone), and tells
-// it before returning.
+// set applies f to how the kubelet answers (noWS, fail, gone, unreach,
+// stall), and tells it before returning.
 func (k *fakeKubelet) set(f func(k *fakeKubelet)) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	f(k)
-	cmd := fakekubelet.Command{Op: "state", NoWS: k.noWS, Fail: k.fail}
+	cmd := fakekubelet.Command{Op: "state", NoWS: k.noWS, Fail: k.fail, Stall: k.stall}
 	for pod, gone := range k.gone {
 		if gone {
 			cmd.Gone = append(cmd.Gone, pod)
+		}
+	}
+	for pod, unreach := range k.unreach {
+		if unreach {
+			cmd.Unreachable = append(cmd.Unreachable, pod)
 		}
 	}
 	k.do(cmd)
@@ -388,6 +395,14 @@ func (k *fakeKubelet) set(f func(k *fakeKubelet)) {
 // freeze makes every open connection stop reading, like a peer that was
 // SIGSTOPped; connections made afterwards work.
 func (k *fakeKubelet) freeze() { k.command("freeze") }
+
+// freezePod freezes only the connections carrying pod's tunnels, as if
+// its node had gone from the network.
+func (k *fakeKubelet) freezePod(pod string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.do(fakekubelet.Command{Op: "freeze", Pod: pod})
+}
 
 func (k *fakeKubelet) thaw() { k.command("thaw") }
 

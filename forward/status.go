@@ -102,13 +102,9 @@ func (f *Forward) Status() Status {
 	s.State, s.Transport, s.Reconnects = f.state, f.transport, f.reconnects
 	if f.state == Active && f.overdue(time.Now()) {
 		// What was true before a sleep is not known after it: say so
-		// until the tunnel has answered, and have it asked now rather
-		// than at the next tick.
+		// until the tunnel has answered. The forward's own loop (hold)
+		// finds it overdue too and asks at once; looking changes nothing.
 		s.State = Checking
-		select {
-		case f.checkNow <- struct{}{}:
-		default:
-		}
 	}
 	s.Addresses = slices.Clone(f.addrs)
 	for i, port := range f.chosen {

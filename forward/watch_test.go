@@ -146,7 +146,7 @@ func TestGoneStaysBounded(t *testing.T) {
 		next.Name, next.UID = fmt.Sprint("next-", i), types.UID(fmt.Sprint("next-uid-", i))
 		pods := newFakePods(vanished, next)
 		gone[vanished.UID] = true // it answered 404; the watch still lists it
-		got := f.waitPod(ctx, pods, tgt, "", gone, func([]*corev1.Pod) {})
+		got := f.waitPod(ctx, pods, tgt, "", gone, aside{}, func([]*corev1.Pod) {})
 		if got == nil || got.UID != next.UID {
 			t.Fatalf("round %d: picked %v, want the pod that did not vanish", i, got)
 		}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log"
@@ -31,8 +32,9 @@ import (
 //
 //   - a port whose name starts with "http" gets an HTTP server answering
 //     GET / with "namespace/name\n" (so a test knows which pod answered),
-//     GET /bytes/N with N bytes, and POST /sink by reading the body to its
-//     end and answering its length (an upload that counts);
+//     GET /bytes/N with N bytes, POST /sink by reading the body to its
+//     end and answering its length (an upload that counts), and POST /sum
+//     with the body's length and SHA-256 (an upload that is checked);
 //   - a port whose name starts with "refuse" points at a closed port, like a
 //     process inside the pod that is not listening (connection refused);
 //   - a port whose name starts with "once" echoes what its first read got
@@ -40,11 +42,18 @@ import (
 //     client's half-close on to the pod (its tunnel waits for both
 //     directions), so a connection to an echo port lives, in kwok and
 //     here, until the pod goes; many short connections need this one;
-//   - every other port gets a TCP echo server.
+//   - every other port gets a TCP echo server;
+//   - unless the pod's annotation TargetAnnotation+NAME names an address
+//     (host:port) for the port NAME: then kwok forwards it there, to a
+//     server the test runs itself (a real database, say).
 //
 // The PortForward is created as soon as the pod exists, before it is
 // scheduled and made Ready, so a Ready pod always answers. When the pod is
 // deleted its servers stop and their connections are closed.
+
+// TargetAnnotation + a container port's name, on a pod, points that port
+// at an address of the test's choosing.
+const TargetAnnotation = "e2e.kforward.dev/target-"
 
 var portForwardResource = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "portforwards"}
 
@@ -118,6 +127,19 @@ func (b *backends) add(ctx context.Context, pod *corev1.Pod) {
 	var forwards []any
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {
+			if target, ok := pod.Annotations[TargetAnnotation+p.Name]; ok {
+				host, port, err := net.SplitHostPort(target)
+				n, perr := strconv.ParseInt(port, 10, 32)
+				if err != nil || perr != nil {
+					log.Printf("cluster: %s/%s: bad %s%s %q", pod.Namespace, pod.Name, TargetAnnotation, p.Name, target)
+					continue
+				}
+				forwards = append(forwards, map[string]any{
+					"ports":  []any{int64(p.ContainerPort)},
+					"target": map[string]any{"address": host, "port": n},
+				})
+				continue
+			}
 			addr, closer, err := serve(pod, p)
 			if err != nil {
 				log.Printf("cluster: backend for %s/%s port %d: %v", pod.Namespace, pod.Name, p.ContainerPort, err)
@@ -244,6 +266,15 @@ func httpBackend(who string) http.Handler {
 			}
 			n -= k
 		}
+	})
+	mux.HandleFunc("POST /sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
 	})
 	mux.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)

@@ -29,23 +29,37 @@ var (
 	// died before it did: nothing was sent for the local connection, which
 	// may try the next tunnel.
 	ErrNoStream = errors.New("stream not created in time")
-	// ErrClientStalled means a local client left more of the pod's data
-	// unread than the forward's clientBuffer allows; only that connection is
-	// closed.
+	// ErrClientStalled means a local client read nothing of the pod's data
+	// waiting for it for the stall timeout; only that connection is closed.
 	ErrClientStalled = errors.New("client is not reading")
 	errClosed        = errors.New("session closed")
 	// ErrGoingAway means the server sent GOAWAY: it takes no new streams.
 	ErrGoingAway = errors.New("the server is going away")
+	// ErrClientsBehind means a client fell so far behind the pod that the
+	// tunnel's reading waits for it (memory and disk are full, see
+	// Overflow): the tunnel takes no new streams.
+	ErrClientsBehind = errors.New("a client is so far behind that the tunnel waits for it")
+	// ErrBusy is Ping's answer when no echo came in time but the tunnel
+	// moved bytes meanwhile: the echo may wait behind them on a slow link,
+	// so the tunnel is not dead.
+	ErrBusy = errors.New("no answer to ping yet, but the tunnel is moving data")
 )
 
 // Options tune a Conn.
 type Options struct {
-	// ClientBuffer is how much of the pod's data may wait for one local
-	// client that reads slower than the pod sends; past it that connection
-	// is closed with ErrClientStalled. All connections of a Conn together
-	// hold at most BudgetFactor × ClientBuffer: past that, the one with the
-	// most unread data is closed.
+	// ClientBuffer is how much of the pod's data may wait in memory for one
+	// local client that reads slower than the pod sends. All connections
+	// of a Conn together hold at most BudgetFactor × ClientBuffer. Past
+	// either, data waits on disk (Overflow), and past that in TCP: none is
+	// dropped.
 	ClientBuffer int
+	// StallTimeout is how long a local client may read nothing at all of
+	// the data waiting for it; then its connection alone is closed with
+	// ErrClientStalled. Zero means config.DefaultStallTimeout.
+	StallTimeout time.Duration
+	// Overflow is the forward's disk budget for data beyond memory; nil
+	// keeps none on disk.
+	Overflow *Overflow
 }
 
 // BudgetFactor bounds a Conn's unread data across all its connections, as
@@ -56,14 +70,17 @@ const BudgetFactor = 8
 // session that carries a stream pair per local connection and answers
 // pings. Create it with Dial; Close it when done.
 type Conn struct {
-	protocol config.Transport
-	raw      net.Conn                 // the TCP connection beneath: closing it does not wait for the peer
-	goodbye  func(deadline time.Time) // the transport's last words on Close (a WebSocket close frame); may be nil
-	w        *writer
-	limit    int // unread bytes per pair
-	budget   int64
+	protocol     config.Transport
+	raw          net.Conn                 // the TCP connection beneath: closing it does not wait for the peer
+	goodbye      func(deadline time.Time) // the transport's last words on Close (a WebSocket close frame); may be nil
+	w            *writer
+	limit        int // unread bytes in memory per pair
+	budget       int64
+	overflow     *Overflow
+	stallTimeout time.Duration
 
-	buffered atomic.Int64 // unread bytes across pairs
+	buffered atomic.Int64 // unread bytes in memory across pairs
+	holding  atomic.Int32 // pairs whose client the reader waits for (pair.keep)
 	nextReq  atomic.Uint64
 	nextPing atomic.Uint32
 
@@ -78,7 +95,8 @@ type Conn struct {
 	closing    atomic.Pointer[error] // Close's reason, once it has begun saying goodbye
 	unanswered atomic.Bool           // the last ping went unanswered: Close says no goodbye
 	err        error                 // why it died; set before dead is closed
-	goAway     chan struct{}         // closed on the server's GOAWAY
+	goAway     chan struct{}         // closed when the tunnel takes no new streams
+	awayErr    error                 // why; set before goAway is closed
 	awayOnce   sync.Once
 	served     chan struct{} // closed once the reader has stopped
 	flushers   sync.WaitGroup
@@ -93,9 +111,14 @@ func newConn(c, raw net.Conn, batch batcher, protocol config.Transport, opts Opt
 	if opts.ClientBuffer <= 0 {
 		opts.ClientBuffer = config.DefaultClientBuffer
 	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = config.DefaultStallTimeout
+	}
+	holdLittleUnsent(raw)
 	conn := &Conn{
 		protocol: protocol, raw: raw,
 		limit: opts.ClientBuffer, budget: int64(BudgetFactor * opts.ClientBuffer),
+		overflow: opts.Overflow, stallTimeout: opts.StallTimeout,
 		pairs: map[uint32]*pair{}, pings: map[uint32]chan struct{}{}, nextID: 1,
 		dead: make(chan struct{}), goAway: make(chan struct{}), served: make(chan struct{}),
 	}
@@ -111,8 +134,28 @@ func (c *Conn) Protocol() config.Transport { return c.protocol }
 // Done is closed when the connection is dead; Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.dead }
 
-// GoingAway is closed when the server has said it takes no new streams.
+// GoingAway is closed when the tunnel takes no new streams: the server
+// said so (ErrGoingAway), or a client fell so far behind that the
+// tunnel's reading waits for it (ErrClientsBehind). Its open connections
+// go on; new ones belong on another tunnel. AwayReason then says which.
 func (c *Conn) GoingAway() <-chan struct{} { return c.goAway }
+
+// AwayReason is why the tunnel takes no new streams, nil while it does.
+func (c *Conn) AwayReason() error {
+	select {
+	case <-c.goAway:
+		return c.awayErr
+	default:
+		return nil
+	}
+}
+
+func (c *Conn) goingAway(reason error) {
+	c.awayOnce.Do(func() {
+		c.awayErr = reason
+		close(c.goAway)
+	})
+}
 
 // Err is why the connection died, nil while it lives.
 func (c *Conn) Err() error {
@@ -211,8 +254,17 @@ func (c *Conn) Streams() int {
 
 // Ping sends a SPDY PING and waits for its echo, which comes from the
 // kubelet's end of the session through the API server: proof that the
-// whole path works, and nothing for the kubelet to log. An error means no
-// echo within timeout, or a dead connection.
+// whole path works, and nothing for the kubelet to log.
+//
+// A busy link is not a dead one: on a full uplink the PING waits behind
+// data in the network, and on a full downlink its echo does. So when no
+// echo comes within timeout but the tunnel moved data meanwhile (see
+// moved), Ping returns ErrBusy, which callers count as alive. Only a
+// tunnel that neither answers nor moves data for timeout is dead: then
+// the error is another one. A tunnel whose reading waits for a slow
+// client (ErrClientsBehind) cannot read the echo, and is alive for as
+// long as that client reads (a stalled client is closed, see
+// Options.StallTimeout).
 func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	id := 2*c.nextPing.Add(1) - 1 // client pings are odd
 	echo := make(chan struct{})
@@ -224,7 +276,7 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 		delete(c.pings, id)
 		c.mu.Unlock()
 	}()
-	start := time.Now()
+	start, before := time.Now(), c.moved()
 	c.sendControl(func(e *encoder) { e.ping(id) })
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -233,6 +285,9 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 		c.unanswered.Store(false)
 		return time.Since(start), nil
 	case <-timer.C:
+		if c.holding.Load() > 0 || c.moved().since(before) {
+			return 0, ErrBusy
+		}
 		c.unanswered.Store(true)
 		return 0, fmt.Errorf("no answer to ping within %s", timeout)
 	case <-c.dead:
@@ -242,11 +297,47 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 	}
 }
 
+// progress is what a tunnel has moved so far, from the kernel where it
+// tells (Linux: bytes the peer acknowledged, bytes received), else from
+// the session (bytes written, bytes read).
+type progress struct {
+	out, in uint64
+}
+
+// pingBytes is more than a PING takes on the wire (16 bytes in a TLS
+// record, in a WebSocket frame): a tunnel that moved no more than that
+// moved only the ping, whose acknowledgement proves only the first hop
+// (the API server) alive.
+const pingBytes = 256
+
+func (c *Conn) moved() progress {
+	if acked, received, ok := linkCounters(c.raw); ok {
+		return progress{out: acked, in: received}
+	}
+	return progress{out: uint64(c.w.sent.Load()), in: uint64(c.in.got.Load())}
+}
+
+// since reports whether the tunnel moved data between before and p.
+func (p progress) since(before progress) bool {
+	return p.in > before.in || p.out > before.out+pingBytes
+}
+
 // sendControl queues a control frame without waiting for the connection to
 // take it: the reader must never block on a write (the peer may be blocked
 // writing to us), and callers that wait for an answer time out on their own.
-func (c *Conn) sendControl(encode func(*encoder)) {
-	if c.w.queue(encode) && !c.startFlusher() {
+func (c *Conn) sendControl(encode func(*encoder)) { c.queueControl(encode, false) }
+
+// answer queues a control frame the server asked for (an echo, a
+// refusal). Those are bounded (maxProvoked): a server that asks faster
+// than it reads kills the session rather than grow its queue.
+func (c *Conn) answer(encode func(*encoder)) { c.queueControl(encode, true) }
+
+func (c *Conn) queueControl(encode func(*encoder), provoked bool) {
+	mustFlush, err := c.w.queue(encode, provoked)
+	switch {
+	case errors.Is(err, errProvoked):
+		c.kill(err)
+	case mustFlush && !c.startFlusher():
 		c.w.stop(errClosed) // nothing will be written any more
 	}
 }
@@ -367,9 +458,6 @@ func (c *Conn) readData(in *frameReader, id uint32, flags uint8, length int) err
 			in.discard(n)
 		}
 	}
-	if over := c.buffered.Load() - c.budget; over > 0 {
-		c.shed()
-	}
 	return nil
 }
 
@@ -418,7 +506,7 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 	case spdy.TypePing:
 		id = binary.BigEndian.Uint32(p) // ping IDs use all 32 bits
 		if id%2 == 0 {                  // the server's: echo it
-			c.sendControl(func(e *encoder) { e.ping(id) })
+			c.answer(func(e *encoder) { e.ping(id) })
 			return
 		}
 		c.mu.Lock()
@@ -429,9 +517,10 @@ func (c *Conn) control(typ spdy.ControlFrameType, flags uint8, p []byte) {
 			close(echo)
 		}
 	case spdy.TypeSynStream: // the pod side opens no streams
-		c.sendControl(func(e *encoder) { e.rstStream(id, spdy.RefusedStream) })
+		c.answer(func(e *encoder) { e.rstStream(id, spdy.RefusedStream) })
 	case spdy.TypeGoAway:
-		c.awayOnce.Do(func() { close(c.goAway) })
+		c.goingAway(ErrGoingAway)
+		c.refuseAbove(id)
 	}
 }
 
@@ -441,19 +530,45 @@ func (c *Conn) pair(id uint32) *pair {
 	return c.pairs[id]
 }
 
-// shed closes the connection with the most unread data when all of them
-// together hold more than the budget.
-func (c *Conn) shed() {
+// refuseUnreplied ends the pairs still waiting for their stream's reply,
+// which a held reader would not read before the client it waits for
+// catches up: their connections go to another tunnel at once.
+func (c *Conn) refuseUnreplied(reason error) {
 	c.mu.Lock()
-	var worst *pair
-	most := 0
-	for _, p := range c.pairs {
-		if q := p.unread(); q > most {
-			worst, most = p, q
+	var refused []*pair
+	for id, p := range c.pairs {
+		if id == p.errID && !closed(p.replyCh) {
+			refused = append(refused, p)
 		}
 	}
 	c.mu.Unlock()
-	if worst != nil {
-		worst.abort(fmt.Errorf("%w: %d bytes unread, and this forward's connections together hold more than %d", ErrClientStalled, most, c.budget))
+	for _, p := range refused {
+		p.abort(fmt.Errorf("%w: %w", ErrNoStream, reason))
+	}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// refuseAbove ends the pairs whose streams the server did not take before
+// its GOAWAY (IDs above lastGood): nothing of theirs was processed, so
+// their connections can be carried on another tunnel at once.
+func (c *Conn) refuseAbove(lastGood uint32) {
+	c.mu.Lock()
+	var refused []*pair
+	for id, p := range c.pairs {
+		if id == p.errID && p.errID > lastGood {
+			refused = append(refused, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range refused {
+		p.abort(fmt.Errorf("%w: %w (last stream it took: %d)", ErrNoStream, ErrGoingAway, lastGood))
 	}
 }

@@ -86,7 +86,7 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols || !strings.EqualFold(resp.Header.Get("Upgrade"), "SPDY/3.1") {
-		err := upgradeError(resp)
+		err := upgradeError(ctx, resp, up.conn)
 		up.conn.Close()
 		return nil, err
 	}
@@ -149,10 +149,23 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 }
 
 // upgradeError describes a refused upgrade; an API status (say, the pod's
-// 404) comes back as a StatusError.
-func upgradeError(resp *http.Response) error {
+// 404) comes back as a StatusError. Its body is read from conn (nil: the
+// body is in memory already) for as long as ctx lasts and up to 64 KiB: a
+// server may promise more than it sends (a 503 with a long Content-Length
+// and a short body), and the read would otherwise outlast the dial's
+// context, and Forward.Run with it.
+func upgradeError(ctx context.Context, resp *http.Response, conn net.Conn) error {
 	defer resp.Body.Close()
+	if conn != nil {
+		// Closing the connection ends a read in progress; closing the body
+		// would wait for it, under the body's lock.
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		defer stop()
+	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if ctx.Err() != nil {
+		return fmt.Errorf("unable to upgrade connection: %s, and no complete answer: %w", resp.Status, context.Cause(ctx))
+	}
 	var status metav1.Status
 	if json.Unmarshal(body, &status) == nil && status.Kind == "Status" {
 		return &apierrors.StatusError{ErrStatus: status}
@@ -192,14 +205,36 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		ReadBufferSize:  4 << 10,               // frame headers: payloads go straight to our reader's buffer
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
 		WriteBufferPool: writeBuffers,          // held only while writing
-		NetDialContext:  tcp.dial,
+	}
+	// gorilla bounds the handshake by ctx's deadline, not by its end: a
+	// refusal whose body never comes (it reads up to 1 KiB of it) would
+	// hold a stopping forward until the dial's timeout. So the connection
+	// is closed when ctx ends, until the handshake is over. An upgrade cut
+	// short while the API server still dials the kubelet is logged there
+	// ("error dialing backend: context canceled"), as for SPDY, whose
+	// upgrade already ended with ctx: seen only when a forward stops during
+	// its dial (e2e's TestFaultReloadStorm: 28 to 43 lines a run).
+	var unwatch func() bool
+	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := tcp.dial(ctx, network, addr)
+		if err == nil {
+			unwatch = context.AfterFunc(ctx, func() { c.Close() })
+		}
+		return c, err
 	}
 	var ws *gwebsocket.Conn
 	upgrade := roundTripper(func(req *http.Request) (*http.Response, error) {
 		c, resp, err := dialer.DialContext(req.Context(), wsURL.String(), req.Header)
+		if unwatch != nil && !unwatch() && err == nil {
+			c.Close() // ctx ended as the handshake completed
+			err = context.Cause(req.Context())
+		}
+		if req.Context().Err() != nil && err != nil {
+			return nil, fmt.Errorf("websocket upgrade: %w", context.Cause(req.Context()))
+		}
 		if err != nil {
 			if errors.Is(err, gwebsocket.ErrBadHandshake) && resp != nil {
-				return nil, upgradeError(resp) // the API server's Status, a 404 included
+				return nil, upgradeError(req.Context(), resp, nil) // the API server's Status, a 404 included
 			}
 			return nil, err
 		}

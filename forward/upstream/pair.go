@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,14 +56,16 @@ type pair struct {
 	errDone  chan struct{} // the error stream ended
 	aborted  chan struct{} // the connection failed; why is in abortErr
 	wake     chan struct{} // something is queued for the local client
+	room     chan struct{} // the local client took some of what was queued
 	stopped  chan struct{} // closed by finish: the pair's goroutines exit
 	once     struct{ reply, pod, err, abort sync.Once }
 	abortErr error
 
 	mu          sync.Mutex
-	queue       [][]byte // pod data waiting for the local client
+	queue       [][]byte // pod data waiting for the local client, in memory
 	queued      int
-	writing     bool // the drain goroutine is writing to the local client
+	spill       *spill // and after it, on disk (Overflow); nil until needed
+	writing     bool   // the drain goroutine is writing to the local client
 	podFIN      bool
 	errText     []byte
 	finSent     bool // we half-closed the data stream
@@ -104,7 +107,8 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 	p := &pair{
 		c: c, local: local, n: n, port: port,
 		replyCh: make(chan struct{}), podDone: make(chan struct{}), errDone: make(chan struct{}),
-		aborted: make(chan struct{}), wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+		aborted: make(chan struct{}), wake: make(chan struct{}, 1), room: make(chan struct{}, 1),
+		stopped: make(chan struct{}),
 	}
 	if sc, ok := local.(syscall.Conn); ok {
 		p.raw, _ = sc.SyscallConn()
@@ -140,6 +144,13 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 			if c.Err() != nil {
 				return nil, fmt.Errorf("%w: %w", ErrNoStream, c.err)
 			}
+			if errors.Is(p.abortErr, ErrNoStream) {
+				// Not taken before a GOAWAY, or behind a held reader: the
+				// connection goes to another tunnel, and the streams, if
+				// the kubelet made them, end.
+				p.reset()
+				return nil, p.abortErr
+			}
 			return nil, fmt.Errorf("stream refused: %w", p.abortErr)
 		case <-c.dead: // also when the SYN_STREAMs could not be written
 			c.forget(p)
@@ -149,7 +160,7 @@ func (c *Conn) open(local net.Conn, port int, timeout time.Duration, n *Bytes) (
 			// connections): the tunnel is dead only if a ping is not
 			// answered either. A tunnel that answers pings but never this
 			// stream fails this connection alone, in bounded time.
-			if _, err := c.Ping(context.Background(), timeout); err != nil && c.Err() == nil {
+			if _, err := c.Ping(context.Background(), timeout); err != nil && !errors.Is(err, ErrBusy) && c.Err() == nil {
 				c.kill(fmt.Errorf("no stream within %s, and %w", timeout, err))
 				c.forget(p)
 				return nil, fmt.Errorf("%w: no answer within %s", ErrNoStream, timeout)
@@ -236,6 +247,8 @@ func (p *pair) finish() {
 	}
 	p.c.buffered.Add(-int64(p.queued))
 	p.queue, p.queued = nil, 0
+	p.spill.close()
+	p.spill = nil
 	p.mu.Unlock()
 	close(p.stopped)
 	p.local.Close()
@@ -314,35 +327,104 @@ func (p *pair) receive(id uint32, bufs [][]byte, fin bool) {
 		return
 	}
 	written := 0
-	if len(p.queue) == 0 && !p.writing && p.raw != nil && total > 0 {
+	if len(p.queue) == 0 && !p.writing && p.spill.len() == 0 && p.raw != nil && total > 0 {
 		written = tryWrite(p.raw, bufs)
 	}
-	var stalled error
 	if left := total - written; left > 0 {
-		if p.queued+left > p.c.limit {
-			stalled = fmt.Errorf("%w: more than %d bytes unread", ErrClientStalled, p.c.limit)
-		} else {
-			for _, b := range bufs {
-				skip := min(written, len(b))
-				written -= skip
-				p.enqueue(b[skip:])
+		for i, b := range bufs { // skip what the socket took
+			if written < len(b) {
+				bufs[i] = b[written:]
+				bufs = bufs[i:]
+				break
 			}
+			written -= len(b)
 		}
+		p.keep(bufs, left)
 	}
 	if fin {
 		p.podFIN = true
 	}
-	delivered := p.podFIN && len(p.queue) == 0 && !p.writing
+	delivered := p.podFIN && len(p.queue) == 0 && p.spill.len() == 0 && !p.writing
 	p.mu.Unlock()
-	switch {
-	case stalled != nil:
-		p.abort(stalled)
-	case delivered:
+	if delivered {
 		p.closeWrite()
+		return
+	}
+	select {
+	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// keep queues what the local client has not taken yet (n bytes in bufs);
+// p.mu is held. It never drops data of a connection that goes on:
+//
+//   - in memory while this connection holds less than ClientBuffer and
+//     the tunnel less than its budget, and nothing waits on disk;
+//   - else at the end of the connection's overflow file, within the
+//     forward's disk budget;
+//   - else it waits, holding the session's reader, until the client has
+//     read enough for it to fit in memory: the kubelet's writes then wait
+//     in TCP, as every stream's do for kubectl. The tunnel takes no new
+//     streams from then on (ErrClientsBehind), so new connections go to
+//     another, and its health counts as good while it is held.
+//
+// A client that reads nothing at all is closed after StallTimeout (see
+// deliver), which ends any wait here.
+func (p *pair) keep(bufs [][]byte, n int) {
+	held := false
+	defer func() {
+		if held {
+			p.c.holding.Add(-1)
+		}
+	}()
+	for {
+		fits := p.queued+n <= p.c.limit && p.c.buffered.Load()+int64(n) <= p.c.budget
+		if held { // past the tunnel's budget by at most what one read brings
+			fits = p.queued == 0 || p.queued+n <= p.c.limit
+		}
+		if p.spill.len() == 0 && fits {
+			for _, b := range bufs {
+				p.enqueue(b)
+			}
+			return
+		}
+		if p.c.overflow.reserve(int64(n)) {
+			if p.spill == nil {
+				p.spill, _ = p.c.overflow.open() // on failure the overflow takes no more
+			}
+			if p.spill != nil && p.spill.write(bufs, n) == nil {
+				return
+			}
+			if p.spill == nil {
+				p.c.overflow.release(int64(n))
+			}
+			continue // the disk failed: try memory, or wait
+		}
+		if !held {
+			held = true
+			p.c.holding.Add(1)
+			p.c.goingAway(ErrClientsBehind)
+			p.c.refuseUnreplied(ErrClientsBehind)
+			continue // held, it may fit at once
+		}
+		p.mu.Unlock()
 		select {
-		case p.wake <- struct{}{}:
+		case <-p.room:
+		case <-p.aborted:
+		case <-p.stopped:
+		case <-p.c.dead:
+		}
+		p.mu.Lock()
+		select {
+		case <-p.aborted:
+			return // the connection is over: its data is not wanted
+		case <-p.c.dead:
+			return
 		default:
+		}
+		if p.finished {
+			return
 		}
 	}
 }
@@ -368,8 +450,15 @@ func (p *pair) enqueue(b []byte) {
 }
 
 // drain writes queued pod data to the local client, for as long as the
-// client takes it; only this connection waits on a slow client.
+// client takes it: first what waits in memory, then what waits on disk.
+// Only this connection waits on a slow client.
 func (p *pair) drain() {
+	var disk []byte // a chunk of the overflow file on its way to the client
+	defer func() {
+		if disk != nil {
+			putChunk(disk)
+		}
+	}()
 	for {
 		select {
 		case <-p.wake:
@@ -382,7 +471,21 @@ func (p *pair) drain() {
 				p.mu.Unlock()
 				return
 			}
-			if len(p.queue) == 0 {
+			var (
+				bufs   net.Buffers
+				chunks [][]byte
+				spill  = p.spill
+				r, w   int64
+			)
+			switch {
+			case len(p.queue) > 0:
+				chunks = p.queue
+				p.queue = nil
+				bufs = slices.Clone(chunks) // WriteTo consumes its list
+			case spill.len() > 0:
+				r, w = spill.r, spill.w
+			}
+			if bufs == nil && r == w {
 				p.writing = false
 				delivered := p.podFIN
 				p.mu.Unlock()
@@ -391,28 +494,80 @@ func (p *pair) drain() {
 				}
 				break
 			}
-			chunks := p.queue
-			p.queue = nil
 			p.writing = true
 			p.mu.Unlock()
 
-			bufs := net.Buffers(slices.Clone(chunks)) // WriteTo consumes its list
-			n, err := bufs.WriteTo(p.local)
+			if bufs == nil {
+				if disk == nil {
+					disk = getChunk(chunkSize)
+				}
+				m, err := spill.readAt(disk, r, w)
+				if err != nil {
+					p.abort(fmt.Errorf("read the overflow file: %w", err))
+					return
+				}
+				bufs = net.Buffers{disk[:m]}
+			}
+			n, err := p.deliver(bufs)
 			for _, b := range chunks {
 				putChunk(b)
 			}
 			p.mu.Lock()
 			if !p.finished { // finish has already taken everything off the books
-				p.queued -= int(n)
-				p.c.buffered.Add(-n)
+				if chunks != nil {
+					p.queued -= int(n)
+					p.c.buffered.Add(-n)
+				} else {
+					spill.consumed(n)
+				}
 			}
 			p.mu.Unlock()
+			select {
+			case p.room <- struct{}{}:
+			default:
+			}
 			if err != nil {
-				p.abort(fmt.Errorf("write to client: %w", err))
+				p.abort(err)
 				return
 			}
 		}
 	}
+}
+
+// deliver writes bufs to the local client. It gives up when the client
+// has taken nothing at all for the stall timeout: a client that reads,
+// however slowly, is waited for.
+func (p *pair) deliver(bufs net.Buffers) (int64, error) {
+	stall := p.c.stallTimeout
+	step := max(stall/8, time.Millisecond) // how late a stall may be noticed
+	var total int64
+	last := time.Now() // when the client last took something
+	for len(bufs) > 0 {
+		p.local.SetWriteDeadline(time.Now().Add(min(step, stall-time.Since(last))))
+		n, err := bufs.WriteTo(p.local)
+		total += n
+		if n > 0 {
+			last = time.Now()
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return total, fmt.Errorf("write to client: %w", err)
+			}
+			if time.Since(last) >= stall {
+				return total, fmt.Errorf("%w: nothing read for %s, %d bytes unread", ErrClientStalled, stall, p.unreadAfter(total))
+			}
+		}
+	}
+	p.local.SetWriteDeadline(time.Time{})
+	return total, nil
+}
+
+// unreadAfter is how much of the pod's data waits for the client, less
+// delivered bytes not yet taken off the books.
+func (p *pair) unreadAfter(delivered int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int64(p.queued) + p.spill.len() - delivered
 }
 
 // closeWrite passes the pod's end on to the local client.
@@ -423,12 +578,6 @@ func (p *pair) closeWrite() {
 		}
 		close(p.podDone)
 	})
-}
-
-func (p *pair) unread() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.queued
 }
 
 // upload carries the local client's data to the pod until it ends: its

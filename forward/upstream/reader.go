@@ -3,6 +3,7 @@ package upstream
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // Most tunnels are idle most of the time, and an idle tunnel is a read
@@ -76,7 +77,13 @@ type frameReader struct {
 	r, w  int                   // buf[r:w] is read and not consumed
 	full  bool                  // the last read filled small, and a frame goes on: more is coming
 	err   error
+	got   atomic.Int64 // bytes read from src: progress where the socket cannot tell (Conn.moved)
+	empty int          // reads in a row that returned nothing
 }
+
+// maxEmptyReads is how many reads in a row may return nothing and no
+// error before the reader gives up, as bufio's does.
+const maxEmptyReads = 100
 
 func (f *frameReader) init(src io.Reader) {
 	f.src = src
@@ -114,10 +121,18 @@ func (f *frameReader) peek(n int) ([]byte, error) {
 		}
 		f.full = f.large == nil && f.w+m == len(f.buf)
 		f.w += m
-		if err != nil {
+		f.got.Add(int64(m))
+		switch {
+		case err != nil:
 			f.err = err
-		} else if m == 0 {
-			f.err = io.ErrNoProgress // TLS and the tunnel never return 0, nil
+		case m > 0:
+			f.empty = 0
+		default:
+			// TLS and the tunnel never return 0, nil; a plain pipe does for
+			// a peer's empty write, which io.Reader allows now and then.
+			if f.empty++; f.empty == maxEmptyReads {
+				f.err = io.ErrNoProgress
+			}
 		}
 	}
 	return f.buf[f.r : f.r+n], nil

@@ -2,16 +2,31 @@ package upstream
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/spdystream/spdy"
 )
 
-// maxPending bounds the frames queued behind a write in progress; past it
-// DATA writers wait, which is the only backpressure SPDY here has.
+// maxPending bounds the DATA frames queued behind a write in progress;
+// past it DATA writers wait, which is the only backpressure SPDY here has.
 const maxPending = 512 << 10
+
+// maxSend bounds one write of queued DATA (whole frames, so one upload
+// frame of up to maxUploadChunk may exceed it): between two such writes,
+// control frames queued meanwhile go first. With TCP_NOTSENT_LOWAT (see
+// lowat.go) the kernel holds little unsent, so this bounds how long a PING,
+// its echo or a new stream waits behind an upload on a slow uplink.
+const maxSend = 64 << 10
+
+// maxProvoked bounds the control frames the server made us owe it (echoes
+// of its PINGs, refusals of its SYN_STREAMs) while they wait to be
+// written. A server that keeps asking and stops reading would otherwise
+// grow the queue without end; past the bound the session is dead.
+const maxProvoked = 64 << 10
 
 // batches pools the buffers that writes are gathered in (the writer's
 // pending frames, bufConn's TLS records), so that a connection holds one
@@ -38,23 +53,34 @@ func putBatch(b []byte) {
 // writer serialises frames onto the upgraded connection without a goroutine
 // of its own. A caller that finds the connection idle writes its frame
 // itself; callers that arrive while a write is in progress append their
-// frames to pending and return, and the writer in progress flushes them
-// all in one write when its own ends. Under load that batches many small
-// frames into one write (one TLS record, one WebSocket message, one
-// syscall); when idle it costs nothing over a plain write.
+// frames to a queue and return, and the writer in progress flushes them
+// when its own write ends. Under load that batches many small frames into
+// one write (one TLS record, one WebSocket message, one syscall); when idle
+// it costs nothing over a plain write.
+//
+// Control frames have a queue of their own, written ahead of queued DATA
+// (and between the pieces of a large batch of it, see maxSend): a PING or
+// its echo, a new stream's SYN_STREAMs and a RST_STREAM never wait behind
+// an upload. Reordering is safe: a stream's SYN_STREAM is queued before
+// any of its DATA exists, and DATA that follows its stream's RST_STREAM is
+// dropped by the kubelet's spdystream ("data frame gone away").
 type writer struct {
 	conn    io.Writer
 	batch   batcher     // may be nil
 	failed  func(error) // told of the first error: the session is dead
 	handoff func() bool // starts a goroutine that calls flush; false if it cannot
 
-	mu      sync.Mutex
-	space   sync.Cond // pending fell below maxPending, or err was set
-	enc     encoder   // control frames; its header stream follows the wire's order
-	pending []byte
-	spare   []byte
-	busy    bool // a write is in progress
-	err     error
+	mu       sync.Mutex
+	space    sync.Cond // pending fell below maxPending, or err was set
+	enc      encoder   // control frames; its header stream follows the wire's order
+	ctrl     []byte    // control frames, written first
+	provoked int       // bytes of ctrl that answer the server (maxProvoked)
+	pending  []byte    // DATA frames
+	spare    []byte
+	busy     bool // a write is in progress
+	err      error
+
+	sent atomic.Int64 // bytes handed to conn: progress where the socket cannot tell (see Conn.moved)
 }
 
 // batcher gathers the writes beneath TLS between hold and release into one
@@ -105,27 +131,39 @@ func (w *writer) data(id uint32, fin bool, frame []byte) error {
 	return w.write(frame)
 }
 
-// queue encodes control frames at the end of pending, under the lock, so
-// that stream IDs and header blocks go on the wire in the order they were
-// made. It reports whether the caller must call flush: nobody else is
-// writing.
-func (w *writer) queue(encode func(*encoder)) (mustFlush bool) {
+// errProvoked is why a session dies whose server asked for more answers
+// than it read (maxProvoked).
+var errProvoked = errors.New("the server asks for more answers (pings, refused streams) than it reads")
+
+// queue encodes control frames at the end of the control queue, under the
+// lock, so that stream IDs and header blocks go on the wire in the order
+// they were made. It reports whether the caller must call flush: nobody
+// else is writing. provoked frames answer the server and are bounded by
+// maxProvoked: past it queue fails the writer with errProvoked.
+func (w *writer) queue(encode func(*encoder), provoked bool) (mustFlush bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
-		return false
+		return false, w.err
 	}
-	if w.pending == nil {
-		w.pending = getBatch()
+	if w.ctrl == nil {
+		w.ctrl = getBatch()
 	}
-	w.enc.b = w.pending
+	before := len(w.ctrl)
+	w.enc.b = w.ctrl
 	encode(&w.enc)
-	w.pending, w.enc.b = w.enc.b, nil
+	w.ctrl, w.enc.b = w.enc.b, nil
+	if provoked {
+		if w.provoked += len(w.ctrl) - before; w.provoked > maxProvoked {
+			w.fail(errProvoked)
+			return false, errProvoked
+		}
+	}
 	if w.busy {
-		return false
+		return false, nil
 	}
 	w.busy = true
-	return true
+	return true, nil
 }
 
 // flush writes what is pending; the caller has set busy.
@@ -136,16 +174,16 @@ func (w *writer) flush() error { return w.write(nil) }
 // connection that has ended must not stay busy flushing another's upload.
 const maxRounds = 4
 
-// write writes first, then whatever others queued meanwhile, until nothing
-// is pending or it has done maxRounds; the caller has set busy, and write
-// clears it or hands it on.
+// write writes first, then whatever others queued meanwhile (control
+// frames first), until nothing is queued or it has done maxRounds; the
+// caller has set busy, and write clears it or hands it on.
 func (w *writer) write(first []byte) error {
 	var err error
 	if len(first) > 0 {
-		err = w.send(first)
+		err = w.sendData(first)
 	}
 	w.mu.Lock()
-	for rounds := 0; err == nil && w.err == nil && len(w.pending) > 0; rounds++ {
+	for rounds := 0; err == nil && w.err == nil && (len(w.ctrl) > 0 || len(w.pending) > 0); rounds++ {
 		if rounds == maxRounds && w.handoff != nil && w.handoff() {
 			w.mu.Unlock()
 			return nil // busy passes to the new flusher
@@ -154,7 +192,7 @@ func (w *writer) write(first []byte) error {
 		w.pending = w.spare[:0]
 		w.space.Broadcast()
 		w.mu.Unlock()
-		err = w.send(buf)
+		err = w.sendData(buf)
 		w.mu.Lock()
 		w.spare = buf[:0]
 	}
@@ -162,6 +200,10 @@ func (w *writer) write(first []byte) error {
 	if len(w.pending) == 0 {
 		putBatch(w.pending)
 		w.pending = nil
+	}
+	if len(w.ctrl) == 0 {
+		putBatch(w.ctrl)
+		w.ctrl = nil
 	}
 	putBatch(w.spare)
 	w.spare = nil
@@ -176,16 +218,70 @@ func (w *writer) write(first []byte) error {
 	return werr
 }
 
+// sendData writes the DATA frames in b, at most maxSend at a time (whole
+// frames), each preceded by the control frames queued by then.
+func (w *writer) sendData(b []byte) error {
+	for {
+		if err := w.sendControl(); err != nil {
+			return err
+		}
+		if len(b) == 0 {
+			return nil
+		}
+		n := frameRun(b, maxSend)
+		if err := w.send(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+}
+
+// sendControl writes the control frames queued so far, if any.
+func (w *writer) sendControl() error {
+	w.mu.Lock()
+	ctrl := w.ctrl
+	w.ctrl, w.provoked = nil, 0
+	w.mu.Unlock()
+	if len(ctrl) == 0 {
+		putBatch(ctrl)
+		return nil
+	}
+	err := w.send(ctrl)
+	putBatch(ctrl)
+	return err
+}
+
+// frameRun is the length of the whole DATA frames at the start of b that
+// fit in limit, or of the first frame if it alone is longer.
+func frameRun(b []byte, limit int) int {
+	n := 0
+	for n+dataHeaderLen <= len(b) {
+		next := n + dataHeaderLen + int(binary.BigEndian.Uint32(b[n+4:])&0xffffff)
+		if next > len(b) || (n > 0 && next > limit) {
+			break
+		}
+		n = next
+	}
+	if n == 0 {
+		return len(b) // not frames we made: write it as it is
+	}
+	return n
+}
+
 // send writes b to the connection in as few syscalls as the batcher allows.
 func (w *writer) send(b []byte) error {
 	if w.batch == nil {
-		_, err := w.conn.Write(b)
+		n, err := w.conn.Write(b)
+		w.sent.Add(int64(n))
 		return err
 	}
 	w.batch.hold()
 	_, err := w.conn.Write(b)
 	if rerr := w.batch.release(); err == nil {
 		err = rerr
+	}
+	if err == nil {
+		w.sent.Add(int64(len(b)))
 	}
 	return err
 }
@@ -235,7 +331,7 @@ func (w *writer) fail(err error) bool {
 	if first {
 		w.err = err
 	}
-	w.pending = nil
+	w.pending, w.ctrl = nil, nil
 	w.space.Broadcast()
 	return first
 }

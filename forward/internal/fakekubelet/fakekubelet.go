@@ -43,7 +43,8 @@ import (
 type Command struct {
 	Op string `json:"op"` // pod, state, requests, errors, freeze, thaw, drop, reset, close
 
-	// pod: a pod the API server knows, and where each of its ports is served.
+	// pod: a pod the API server knows, and where each of its ports is
+	// served. freeze: only the connections carrying this pod's tunnels.
 	Pod      string           `json:"pod,omitempty"`
 	UID      string           `json:"uid,omitempty"`
 	Backends map[int32]string `json:"backends,omitempty"`
@@ -52,6 +53,12 @@ type Command struct {
 	NoWS bool     `json:"noWS,omitempty"` // answer WebSocket upgrades like an API server without them
 	Fail bool     `json:"fail,omitempty"` // answer every upgrade with 500
 	Gone []string `json:"gone,omitempty"` // pods answering 404
+	// pods answering 500 "error dialing backend", as the API server does
+	// for a pod whose node's kubelet it cannot reach
+	Unreachable []string `json:"unreachable,omitempty"`
+	// answer every upgrade with 503 and a Content-Length far beyond the
+	// body sent, then send nothing more while the client waits
+	Stall bool `json:"stall,omitempty"`
 
 	// errors: those after the first Since.
 	Since int `json:"since,omitempty"`
@@ -111,8 +118,10 @@ type kubelet struct {
 	pods      map[string]string           // pod → UID
 	backends  map[string]map[int32]string // pod → container port → backend address
 	gone      map[string]bool
+	unreach   map[string]bool
 	noWS      bool
 	fail      bool
+	stall     bool
 	requests  []Request
 	errors    []string
 	conns     map[*gateConn]bool
@@ -121,8 +130,12 @@ type kubelet struct {
 }
 
 func newKubelet() *kubelet {
-	k := &kubelet{pods: map[string]string{}, backends: map[string]map[int32]string{}, gone: map[string]bool{}, conns: map[*gateConn]bool{}}
+	k := &kubelet{pods: map[string]string{}, backends: map[string]map[int32]string{}, gone: map[string]bool{}, unreach: map[string]bool{}, conns: map[*gateConn]bool{}}
 	k.srv = httptest.NewUnstartedServer(http.HandlerFunc(k.serve))
+	// The handler learns its connection, to note which pod it carries.
+	k.srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
 	k.srv.Listener = &gateListener{Listener: k.srv.Listener, k: k}
 	k.srv.Start()
 	return k
@@ -137,9 +150,12 @@ func (k *kubelet) do(cmd Command) Reply {
 		k.mu.Unlock()
 	case "state":
 		k.mu.Lock()
-		k.noWS, k.fail, k.gone = cmd.NoWS, cmd.Fail, map[string]bool{}
+		k.noWS, k.fail, k.stall, k.gone, k.unreach = cmd.NoWS, cmd.Fail, cmd.Stall, map[string]bool{}, map[string]bool{}
 		for _, pod := range cmd.Gone {
 			k.gone[pod] = true
+		}
+		for _, pod := range cmd.Unreachable {
+			k.unreach[pod] = true
 		}
 		k.mu.Unlock()
 	case "requests":
@@ -154,7 +170,7 @@ func (k *kubelet) do(cmd Command) Reply {
 		}
 		return Reply{Errors: append([]string{}, k.errors[cmd.Since:]...)}
 	case "freeze":
-		k.freeze()
+		k.freeze(cmd.Pod)
 	case "thaw":
 		k.thaw()
 	case "drop":
@@ -225,7 +241,10 @@ func (k *kubelet) serve(w http.ResponseWriter, req *http.Request) {
 	pod, ws := parts[5], websocket.IsWebSocketUpgrade(req)
 	k.mu.Lock()
 	k.requests = append(k.requests, Request{time.Now(), pod, ws})
-	gone, noWS, fail := k.gone[pod], k.noWS, k.fail
+	gone, unreach, noWS, fail, stall := k.gone[pod], k.unreach[pod], k.noWS, k.fail, k.stall
+	if g, ok := req.Context().Value(connKey{}).(*gateConn); ok {
+		g.pod = pod
+	}
 	k.mu.Unlock()
 	switch {
 	case gone:
@@ -233,6 +252,20 @@ func (k *kubelet) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	case fail:
 		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, "injected failure")
+		return
+	case unreach:
+		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError,
+			"error dialing backend: dial tcp 127.0.0.2:10250: connect: connection refused")
+		return
+	case stall:
+		// A body promised and never sent: the client must give up on its
+		// own (its context), not wait for the rest.
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", "1000000")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "service unavailable, and more to come")
+		w.(http.Flusher).Flush()
+		<-req.Context().Done() // the client has gone, or the server closes
 		return
 	case ws && !noWS:
 		k.serveWebSocket(w, req, pod)
@@ -306,14 +339,17 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // freeze makes every open connection stop reading, like a peer that was
-// SIGSTOPped; connections made afterwards work.
-func (k *kubelet) freeze() {
+// SIGSTOPped; with a pod, only those carrying that pod's tunnels, like
+// its node gone from the network. Connections made afterwards work.
+func (k *kubelet) freeze(pod string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.frozen = make(chan struct{})
 	k.frozenSet = map[*gateConn]bool{}
 	for c := range k.conns {
-		k.frozenSet[c] = true
+		if pod == "" || c.pod == pod {
+			k.frozenSet[c] = true
+		}
 	}
 }
 
@@ -366,8 +402,11 @@ func (l *gateListener) Accept() (net.Conn, error) {
 
 type gateConn struct {
 	net.Conn
-	k *kubelet
+	k   *kubelet
+	pod string // the pod whose port-forward it carries, once upgraded; under k.mu
 }
+
+type connKey struct{}
 
 // Read holds what it read while the connection is frozen, also when the
 // read began before the freeze, as a stopped process would.
