@@ -184,8 +184,7 @@ func parse(data []byte, env environ) (*Config, error) {
 	d := &decoder{lookup: env.lookup}
 	var f file
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		d.expand(&root)
-		d.decode(root.Content[0], reflect.ValueOf(&f).Elem())
+		d.decode(root.Content[0], reflect.ValueOf(&f).Elem(), "")
 	}
 	if len(d.errs) > 0 {
 		return nil, join(d.errs)
@@ -247,7 +246,11 @@ func build(f *file, env environ) (*Config, error) {
 			for _, addr := range fw.Addresses {
 				b := bind{addr: addr, port: p.Local, forward: fw.Name, at: p.At}
 				if other, ok := taken.add(b); ok {
-					errs = append(errs, p.At.errorf("%s is already used by forward %q at %d:%d", hostPort(addr, p.Local), other.forward, other.at.Line, other.at.Column))
+					what := hostPort(addr, p.Local)
+					if p.Written != "" {
+						what = fmt.Sprintf("the local port of %q on %s", p.Written, addr)
+					}
+					errs = append(errs, p.At.errorf("%s is already used by forward %q at %d:%d", what, other.forward, other.at.Line, other.at.Column))
 				}
 			}
 		}

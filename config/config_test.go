@@ -113,7 +113,7 @@ func TestInvalid(t *testing.T) {
 		}},
 		{"empty-forwards.yaml", []string{`1:11: no forwards: list at least one under forwards:`}},
 		{"no-forwards.yaml", []string{`1:1: no forwards: list at least one under forwards:`}},
-		{"unset-env.yaml", []string{`2:10: environment variable KFORWARD_TEST_UNSET is not set; set it or give a default: ${KFORWARD_TEST_UNSET:-value}`}},
+		{"unset-env.yaml", []string{`3:13: environment variable KFORWARD_TEST_UNSET is not set; set it or give a default: ${KFORWARD_TEST_UNSET:-value}`}},
 		// Names become parts of the API server's URLs and selectors: a file
 		// cannot reach another resource through them.
 		{"bad-names.yaml", []string{
@@ -198,26 +198,27 @@ forwards:
 }
 
 func TestParseLayering(t *testing.T) {
-	t.Setenv("KF_NS", "alice")
+	t.Setenv("KF_PORT", "80")
+	t.Setenv("KF_TIMEOUT", "3s")
 	cfg, err := Parse([]byte(`
 kubeconfig: /etc/kube/config
 defaults:
   context: dev
-  namespace: dev-${KF_NS}
+  namespace: dev-alice
   address: localhost
   transport: spdy
   reconnect: {initial: 1s}
   health: {timeout: 2s}
-  connectTimeout: 3s
+  connectTimeout: ${KF_TIMEOUT}
   clientBuffer: 4MiB
   diskBuffer: 0
   stallTimeout: 30s
 forwards:
   - pod: web-0
-    ports: [80]
+    ports: ["${KF_PORT}"]
   - name: db
     selector: {app: db, tier: data}
-    namespace: ${KF_MISSING:-data}
+    namespace: data
     context: prod
     address: [0.0.0.0, "::1"]
     transport: websocket
@@ -270,7 +271,7 @@ func TestExpandEnv(t *testing.T) {
 		{"${1A}", "", `invalid variable "1A"`},
 	}
 	for _, tt := range tests {
-		got, err := expandEnv(tt.in, lookup)
+		got, err := expandEnv(tt.in, lookup, func(string, string) error { return nil })
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("expandEnv(%q) error = %v, want %q", tt.in, err, tt.err)
@@ -364,5 +365,64 @@ func TestEqualDetectsChange(t *testing.T) {
 		if a.Equal(parse(changed)) {
 			t.Errorf("spec of %q Equal to the original", changed)
 		}
+	}
+}
+
+// ${VAR} is expanded only in values that are numbers or durations: a name,
+// a namespace, a target, a selector, an address, a context or a kubeconfig
+// path reaches logs, /status, metric labels or chooses a server, and could
+// leak the environment there. No message quotes a value from the
+// environment.
+func TestEnvExpandedOnlyWhereItCannotLeak(t *testing.T) {
+	const secret = "s3cr3t-value"
+	env := map[string]string{"SECRET": secret, "PORT": "8080", "T": "2s", "BIG": "1GiB"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	home := func() (string, error) { return "/home/u", nil }
+	parseEnv := func(text string) (*Config, error) {
+		return parse([]byte(text), environ{lookup: lookup, home: home})
+	}
+
+	cfg, err := parseEnv(`
+defaults:
+  reconnect: {initial: "${T}", max: "${T:-1m}"}
+  health: {interval: "${T}"}
+  connectTimeout: ${T}
+  clientBuffer: ${BIG}
+forwards:
+  - pod: web
+    ports: ["${PORT}:80", "${NONE:-9090}", "${EMPTY:-}:81"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Forwards[0]
+	if got.Ports[0].Local != 8080 || got.Ports[1].Local != 9090 || got.Ports[2].Local != 0 ||
+		got.Reconnect.Initial != 2*time.Second || got.Health.Interval != 2*time.Second ||
+		got.ConnectTimeout != 2*time.Second || got.ClientBuffer != 1<<30 {
+		t.Errorf("expanded wrong: %+v", got)
+	}
+
+	for _, tc := range []struct{ name, text, want string }{
+		{"name", "forwards: [{name: \"x-${SECRET}\", pod: web, ports: [80]}]", "1:19: ${...} is not expanded in name: it reaches logs, /status and metrics"},
+		{"target", "forwards: [{pod: \"${SECRET}\", ports: [80]}]", "1:18: ${...} is not expanded in pod: it reaches logs, /status and metrics"},
+		{"namespace", "defaults: {namespace: \"${SECRET}\"}\nforwards: [{pod: web, ports: [80]}]", "1:23: ${...} is not expanded in namespace"},
+		{"selector", "forwards: [{selector: {app: \"${SECRET}\"}, ports: [80]}]", "1:29: ${...} is not expanded in selector"},
+		{"context", "defaults: {context: \"${SECRET}\"}\nforwards: [{pod: web, ports: [80]}]", "1:21: ${...} is not expanded in context: it chooses the cluster that is sent requests"},
+		{"kubeconfig", "kubeconfig: \"/tmp/${SECRET}\"\nforwards: [{pod: web, ports: [80]}]", "1:13: ${...} is not expanded in kubeconfig: it chooses the cluster"},
+		{"address", "forwards: [{pod: web, ports: [80], address: \"${SECRET}\"}]", "1:45: ${...} is not expanded in address"},
+		{"port name", "forwards: [{pod: web, ports: [\"80:${SECRET}\"]}]", "1:31: ${SECRET} in a port must be a number (a port name is shown in /status); its value is not"},
+		{"bad duration", "defaults: {connectTimeout: \"${SECRET}\"}\nforwards: [{pod: web, ports: [80]}]", `1:28: "${SECRET}" is not a valid duration once expanded (what it expands to is not shown: it comes from the environment)`},
+		{"port out of range", "forwards: [{pod: web, ports: [\"${PORT}${PORT}\"]}]", `1:31: "${PORT}${PORT}" is not a valid port once expanded`},
+		{"port taken", "forwards: [{pod: a, ports: [8080]}, {pod: b, ports: [\"${PORT}:80\"]}]", `1:54: the local port of "${PORT}:80" on 127.0.0.1 is already used by forward "pod/a" at 1:29`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseEnv(tc.text)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant an error with %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "80808080") {
+				t.Errorf("the message quotes a value from the environment: %v", err)
+			}
+		})
 	}
 }

@@ -42,9 +42,30 @@ func (d *decoder) fail(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, Pos{n.Line, n.Column}.errorf(format, args...))
 }
 
-func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
+// decode fills v from n. under is the key n is the value of (or the item
+// of), for ${VAR}: see expandable.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, under string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		expanded, ok := d.expand(n, under)
+		if !ok {
+			return
+		}
+		if expanded != n {
+			if dec, isDec := v.Addr().Interface().(nodeDecoder); isDec && !isNull(n) {
+				// The message would quote the value: say which
+				// value it was as written instead.
+				if err := dec.decodeNode(expanded); err != nil {
+					d.fail(n, "%q is not a valid %s once expanded (what it expands to is not shown: it comes from the environment)", n.Value, describe[v.Type()])
+				} else if p, isPort := v.Addr().Interface().(*portSpec); isPort {
+					p.Written = n.Value
+				}
+				return
+			}
+		}
+		n = expanded
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
 		if isNull(n) {
@@ -57,7 +78,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	}
 	switch v.Kind() {
 	case reflect.Struct:
-		d.decodeStruct(n, v)
+		d.decodeStruct(n, v, under)
 	case reflect.Slice:
 		if isNull(n) {
 			return
@@ -68,7 +89,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
-			d.decode(item, s.Index(i))
+			d.decode(item, s.Index(i), under)
 		}
 		v.Set(s)
 	case reflect.Map:
@@ -87,7 +108,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 				continue
 			}
 			elem := reflect.New(v.Type().Elem()).Elem()
-			d.decode(val, elem)
+			d.decode(val, elem, under)
 			m.SetMapIndex(reflect.ValueOf(k.Value), elem)
 		}
 		v.Set(m)
@@ -105,7 +126,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	}
 }
 
-func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, under string) {
 	t := v.Type()
 	if f := v.FieldByName("At"); f.IsValid() && f.Type() == posType {
 		// Set even for null: an empty list item ("-") is still a forward,
@@ -145,7 +166,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		if positions != nil {
 			positions[k.Value] = Pos{val.Line, val.Column}
 		}
-		d.decode(val, v.FieldByIndex(index))
+		key := k.Value
+		if expandable[under] { // reconnect: {initial: ...}
+			key = under
+		}
+		d.decode(val, v.FieldByIndex(index), key)
 	}
 }
 
@@ -193,32 +218,71 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
-// expand replaces ${VAR} and ${VAR:-default} in every string value (not
-// key) under n with values from the environment; $${ is a literal ${.
-func (d *decoder) expand(n *yaml.Node) {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for _, c := range n.Content {
-			d.expand(c)
-		}
-	case yaml.MappingNode:
-		for i := 1; i < len(n.Content); i += 2 {
-			d.expand(n.Content[i])
-		}
-	case yaml.ScalarNode:
-		if n.Tag != "!!str" || !strings.Contains(n.Value, "${") {
-			return
-		}
-		out, err := expandEnv(n.Value, d.lookup)
-		if err != nil {
-			d.fail(n, "%s", err.Error())
-			return
-		}
-		n.Value = out
-	}
+// ${VAR} moves the environment into the file, and a file comes from
+// whoever last changed the repository: whatever reaches a log, /status, a
+// metric label or a server could leak a secret there. So ${VAR} is
+// expanded only in values that are numbers or durations, never in a name,
+// a namespace, a selector, an address, a context or a kubeconfig path. In
+// ports each variable must be a number (a local or remote port), as a port
+// name is shown in /status.
+var expandable = map[string]bool{
+	"ports": true, "reconnect": true, "health": true, "connectTimeout": true, "clientBuffer": true,
 }
 
-func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+// why says why a key's value is not expanded.
+func why(key string) string {
+	switch key {
+	case "kubeconfig", "context":
+		return "it chooses the cluster that is sent requests"
+	case "address":
+		return "it chooses who can connect, and is shown in /status"
+	}
+	return "it reaches logs, /status and metrics"
+}
+
+// describe names the value types with their own decoding, for messages.
+var describe = map[reflect.Type]string{
+	reflect.TypeFor[portSpec](): "port",
+	reflect.TypeFor[duration](): "duration",
+	reflect.TypeFor[size]():     "size",
+}
+
+// expand returns n with ${VAR} and ${VAR:-default} replaced by values from
+// the environment ($${ is a literal ${), as a copy: n may be decoded again
+// through an alias. It fails (and says why, never quoting a value from the
+// environment) where under's value may not be expanded.
+func (d *decoder) expand(n *yaml.Node, under string) (*yaml.Node, bool) {
+	if n.Tag != "!!str" {
+		return n, true
+	}
+	if !expandable[under] {
+		if under == "" {
+			under = "the file"
+		}
+		d.fail(n, "${...} is not expanded in %s: %s; ${VAR} is expanded only in ports (as numbers), reconnect, health, connectTimeout and clientBuffer", under, why(under))
+		return nil, false
+	}
+	check := func(string, string) error { return nil }
+	if under == "ports" {
+		check = func(name, val string) error {
+			if strings.Trim(val, "0123456789") != "" {
+				return fmt.Errorf("${%s} in a port must be a number (a port name is shown in /status); its value is not", name)
+			}
+			return nil
+		}
+	}
+	out, err := expandEnv(n.Value, d.lookup, check)
+	if err != nil {
+		d.fail(n, "%s", err.Error())
+		return nil, false
+	}
+	cp := *n
+	cp.Value = out
+	return &cp, true
+}
+
+// expandEnv expands s; check may refuse a variable's value.
+func expandEnv(s string, lookup func(string) (string, bool), check func(name, value string) error) (string, error) {
 	var b strings.Builder
 	for {
 		i := strings.Index(s, "${")
@@ -244,6 +308,9 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		val, ok := lookup(name)
 		switch {
 		case ok && (val != "" || !hasDef):
+			if err := check(name, val); err != nil {
+				return "", err
+			}
 			b.WriteString(val)
 		case hasDef:
 			b.WriteString(def)

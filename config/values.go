@@ -94,7 +94,8 @@ func isPortName(s string) bool {
 // portSpec is a port as written: an integer or a string in kubectl syntax.
 type portSpec struct {
 	Port
-	At Pos
+	At      Pos
+	Written string // as written, when it had ${VAR}: messages quote this, not the value
 }
 
 func (p *portSpec) decodeNode(n *yaml.Node) error {

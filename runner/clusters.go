@@ -29,6 +29,7 @@ type clusters struct {
 	watches map[watchKey]*shared[*forward.PodWatch]
 	targets map[targetKey]*shared[*targetCache]
 	wg      sync.WaitGroup // the goroutine of every shared value
+	trust   *trust         // which kubeconfig content may be used
 }
 
 type clientKey struct{ kubeconfig, context string }
@@ -64,8 +65,9 @@ type shared[T any] struct {
 	err    error
 }
 
-func newClusters() *clusters {
+func newClusters(t *trust) *clusters {
 	return &clusters{
+		trust:   t,
 		clients: map[clientKey]*shared[*client]{},
 		watches: map[watchKey]*shared[*forward.PodWatch]{},
 		targets: map[targetKey]*shared[*targetCache]{},
@@ -153,7 +155,7 @@ func (c *clusters) env(ctx, life context.Context, spec config.Forward) (forward.
 		}
 	}
 	ck := clientKey{spec.Kubeconfig, spec.Context}
-	cs, err := acquire(ctx, life, c, c.clients, ck, func(context.Context) (*client, error) { return newClient(ck) },
+	cs, err := acquire(ctx, life, c, c.clients, ck, func(context.Context) (*client, error) { return c.newClient(ck) },
 		func(cl *client) { cl.conns.close() })
 	if err != nil {
 		return forward.Env{}, nil, err
@@ -215,18 +217,29 @@ func watchPods(ctx context.Context, client kubernetes.Interface, namespace strin
 }
 
 // newClient connects as kube.Connect does, through dials the client keeps
-// (see conns).
-func newClient(k clientKey) (*client, error) {
-	c, err := kube.Connect(k.kubeconfig, k.context)
+// (see conns). A kubeconfig the forwards file names is used only with the
+// content this user approved: the client is built from the very bytes
+// whose hash was approved.
+func (c *clusters) newClient(k clientKey) (*client, error) {
+	data, own, err := c.trust.readKubeconfig(k.kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg := rest.CopyConfig(c.Config)
+	var kc *kube.Client
+	if own {
+		kc, err = kube.Connect(k.kubeconfig, k.context)
+	} else {
+		kc, err = kube.ConnectData(k.kubeconfig, data, k.context)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg := rest.CopyConfig(kc.Config)
 	tracked := newConns(cfg.Dial)
 	cfg.Dial = tracked.DialContext
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &client{config: cfg, client: cs, namespace: c.Namespace, conns: tracked}, nil
+	return &client{config: cfg, client: cs, namespace: kc.Namespace, conns: tracked}, nil
 }

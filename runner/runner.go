@@ -46,6 +46,7 @@ type Runner struct {
 	// returned func once it has stopped.
 	start    func(ctx, life context.Context, spec config.Forward) (Forward, func(), error)
 	clusters *clusters
+	trust    *trust
 	debounce time.Duration // how long the file must be quiet before it is read
 
 	requests chan chan<- Reload // Reload's requests to the file watch
@@ -53,9 +54,13 @@ type Runner struct {
 	stopped  chan struct{}      // closed when Run stops reading the file: Reload fails from then on
 	stopOnce sync.Once
 
+	applyMu     sync.Mutex                   // one change to the forwards at a time: a reload, a kubeconfig's change
+	kubeconfigs map[clientKey]seenKubeconfig // in use, as last read; guarded by applyMu
+
 	mu       sync.Mutex
 	forwards map[string]*running
 	said     map[string]bool // start errors logged since the last reload
+	asked    map[string]bool // approvals asked for in the log: each once, reloads or not
 	started  time.Time
 	last     Reload    // the last reload, or the start
 	lastOK   time.Time // when the file was last applied
@@ -87,14 +92,15 @@ func (rf *running) startErr() error {
 
 // New returns a runner for opts.File.
 func New(opts Options) *Runner {
-	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, requests: make(chan chan<- Reload), loaded: make(chan struct{}), stopped: make(chan struct{})}
+	r := &Runner{opts: opts, log: opts.Log, debounce: debounce, forwards: map[string]*running{}, kubeconfigs: map[clientKey]seenKubeconfig{}, requests: make(chan chan<- Reload), loaded: make(chan struct{}), stopped: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
 	if r.opts.Out == nil {
 		r.opts.Out = io.Discard
 	}
-	r.clusters = newClusters()
+	r.trust = newTrust(opts.File)
+	r.clusters = newClusters(r.trust)
 	r.start = func(ctx, life context.Context, spec config.Forward) (Forward, func(), error) {
 		env, release, err := r.clusters.env(ctx, life, spec)
 		if err != nil {
@@ -131,6 +137,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.record(Reload{Trigger: TriggerStart, Successful: true, Changes: c})
 	r.printSummary(ctx)
 	close(r.loaded)
+	follow, stopFollowing := context.WithCancel(ctx)
+	var following sync.WaitGroup
+	following.Go(func() { r.followKubeconfigs(follow, life) })
 	err = f.run(ctx, r.opts.Reload, r.requests, r.log, func(cfg *config.Config, err error, trigger string) Reload {
 		res := Reload{Trigger: trigger}
 		switch {
@@ -153,6 +162,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		return res
 	})
 	r.stopOnce.Do(func() { close(r.stopped) }) // no more reloads during the grace period
+	stopFollowing()
+	following.Wait() // it starts forwards: not while they are shut down
 	r.shutdown()
 	return err
 }
@@ -227,6 +238,8 @@ var errStopped = errors.New("kforward is stopping")
 // stop, changed ones (and ones that could not start) restart, new ones
 // start, and unchanged ones are not touched.
 func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	var c Changes
 	var stop []*running
 	var start []config.Forward
@@ -262,7 +275,8 @@ func (r *Runner) apply(ctx context.Context, cfg *config.Config) Changes {
 	slices.Sort(c.RemovedNames)
 	r.mu.Unlock()
 
-	stopAll(stop, 0) // first: a changed forward may keep its local port
+	stopAll(stop, 0)       // first: a changed forward may keep its local port
+	r.usedKubeconfigs(cfg) // before their clients are built
 	for _, s := range start {
 		r.startOne(ctx, s)
 	}
@@ -306,7 +320,12 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 	b.Reset()
 	said := ""
 	for {
-		f, release, err := r.start(ctx, life, rf.spec)
+		var f Forward
+		var release func()
+		err := r.trust.check(rf.spec)
+		if err == nil {
+			f, release, err = r.start(ctx, life, rf.spec)
+		}
 		rf.mu.Lock()
 		rf.fwd, rf.err, rf.errAt = f, err, time.Now()
 		rf.mu.Unlock()
@@ -319,6 +338,16 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 		if ctx.Err() != nil {
 			return nil, nil
 		}
+		wait := b.NextBackOff()
+		if errors.Is(err, errNeedsApproval) {
+			// Said once in the whole run, reloads or not; checked again
+			// often, so that it starts soon after kforward allow.
+			wait = approvalCheck
+			if r.firstToAsk(err.Error()) {
+				r.log.Error("forward not started: it needs your approval", "forward", rf.spec.Name, "err", err)
+			}
+			said = err.Error()
+		}
 		if err.Error() != said { // say it once, not at every retry
 			said = err.Error()
 			if r.firstToSay(said) {
@@ -330,9 +359,28 @@ func (r *Runner) startRetrying(ctx, life context.Context, rf *running) (Forward,
 		select {
 		case <-ctx.Done():
 			return nil, nil
-		case <-time.After(b.NextBackOff()):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// approvalCheck is how often a forward that waits for approval checks
+// again: a stat of the approvals file and of the kubeconfig.
+const approvalCheck = time.Second
+
+// firstToAsk reports whether msg, an approval asked for, has not been
+// logged yet in this run.
+func (r *Runner) firstToAsk(msg string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.asked[msg] {
+		return false
+	}
+	if r.asked == nil {
+		r.asked = map[string]bool{}
+	}
+	r.asked[msg] = true
+	return true
 }
 
 // firstToSay reports whether no forward has logged msg as its start error

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,13 +29,20 @@ const debounce = 30 * time.Millisecond
 // It watches the file's directory, never the file itself (a watch on a
 // file is lost when the file is replaced), and reads the file again after
 // each burst of events, acting only when the content changed.
+//
+// A directory can go too: `git checkout` of another branch removes it and
+// makes it again, and inotify drops the watch of a removed directory for
+// good. So while the directory is gone its nearest existing parent is
+// watched instead, to see it come back, and each directory watched is
+// remembered as the one it was (not by name), so that a new one under the
+// same name is watched again.
 type fileWatch struct {
 	path    string
 	quiet   time.Duration // the debounce
 	w       *fsnotify.Watcher
-	dirs    map[string]bool // watched directories
-	last    []byte          // content last read (valid or not)
-	missing bool            // the file is gone; said so once
+	dirs    map[string]os.FileInfo // watched directories, as they were when watched
+	last    []byte                 // content last read (valid or not)
+	missing bool                   // the file is gone; said so once
 }
 
 // watchFile watches path; it is read once it has been quiet for quiet.
@@ -42,8 +51,8 @@ func watchFile(path string, quiet time.Duration) (*fileWatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fileWatch{path: path, quiet: quiet, w: w, dirs: map[string]bool{}}
-	if err := f.watchDirs(); err != nil {
+	f := &fileWatch{path: path, quiet: quiet, w: w, dirs: map[string]os.FileInfo{}}
+	if _, err := f.arm(); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -52,27 +61,60 @@ func watchFile(path string, quiet time.Duration) (*fileWatch, error) {
 
 func (f *fileWatch) close() { f.w.Close() }
 
-// watchDirs watches the file's directory and, for a symlink, the
+// arm makes the watches what the file needs now: its directory (or, while
+// that is gone, the nearest parent that exists) and, for a symlink, the
 // directory of what it points to (the files behind a ConfigMap's symlinks
-// live in a subdirectory that is swapped as a whole).
-func (f *fileWatch) watchDirs() error {
-	dirs := []string{filepath.Dir(f.path)}
+// live in a subdirectory that is swapped as a whole). A watched directory
+// that was removed, or replaced by another of the same name, is let go.
+// It reports whether it began to watch a directory: the file may have
+// been written there before the watch was.
+func (f *fileWatch) arm() (added bool, err error) {
+	want := []string{existingDir(filepath.Dir(f.path))}
 	if real, err := filepath.EvalSymlinks(f.path); err == nil {
-		dirs = append(dirs, filepath.Dir(real))
+		want = append(want, filepath.Dir(real))
 	}
-	for _, d := range dirs {
-		if f.dirs[d] {
+	watched := map[string]bool{}
+	for _, d := range f.w.WatchList() {
+		watched[d] = true
+	}
+	for d, was := range f.dirs {
+		now, err := os.Stat(d)
+		if !watched[d] || err != nil || !os.SameFile(was, now) || !slices.Contains(want, d) {
+			f.w.Remove(d) // fails when inotify has dropped it already
+			delete(f.dirs, d)
+		}
+	}
+	for _, d := range want {
+		if f.dirs[d] != nil {
 			continue
 		}
-		if err := f.w.Add(d); err != nil {
+		st, statErr := os.Stat(d)
+		if statErr == nil {
+			statErr = f.w.Add(d)
+		}
+		if statErr != nil {
 			if len(f.dirs) == 0 {
-				return fmt.Errorf("watch %s: %w", d, err)
+				return added, fmt.Errorf("watch %s: %w", d, statErr)
 			}
 			continue // a target directory that went away with a swap
 		}
-		f.dirs[d] = true
+		f.dirs[d], added = st, true
 	}
-	return nil
+	return added, nil
+}
+
+// existingDir is dir, or its nearest parent that exists if dir does not.
+func existingDir(dir string) string {
+	for {
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		dir = parent
+	}
 }
 
 // load reads and parses the file.
@@ -116,7 +158,13 @@ func (f *fileWatch) run(ctx context.Context, reload <-chan struct{}, requests <-
 			if !ok {
 				return errors.New("file watch closed")
 			}
-			if f.relevant(ev) {
+			// A directory made or removed may be the file's or one of
+			// its parents: watch what is there now.
+			rearmed := false
+			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				rearmed, _ = f.arm()
+			}
+			if rearmed || f.relevant(ev) {
 				timer.Reset(f.quiet)
 			}
 		case err, ok := <-f.w.Errors:
@@ -231,7 +279,7 @@ var errGone = errors.New("the forwards file is gone; every forward keeps running
 // nothing new: the content did not change (unless force) or the file is
 // still gone (said once).
 func (f *fileWatch) read(log *slog.Logger, force bool) (*config.Config, error) {
-	f.watchDirs() // a symlink may point somewhere new
+	f.arm() // a symlink may point somewhere new
 	data, err := config.ReadFile(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

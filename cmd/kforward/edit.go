@@ -14,6 +14,7 @@ import (
 	"github.com/kforward/kforward/config/edit"
 	"github.com/kforward/kforward/internal/kube"
 	"github.com/kforward/kforward/internal/scaffold"
+	"github.com/kforward/kforward/runner"
 )
 
 // clusterTimeout bounds what `init` asks the cluster: an unreachable one is
@@ -149,14 +150,17 @@ type where struct{ kubeconfig, context, namespace string }
 
 // withFileDefaults fills what the flags leave empty from the forwards
 // file, as kforward run would: its kubeconfig and its defaults' context
-// and namespace (a file that does not parse adds nothing).
+// and namespace (a file that does not parse adds nothing). A kubeconfig
+// the file names is used only as kforward run would use it: the user's
+// own, or approved (kforward allow); a TAB never runs the exec plugin of
+// a kubeconfig that came with a repository.
 func withFileDefaults(file, kubeconfig, kubeContext, namespace string) where {
 	w := where{kubeconfig, kubeContext, namespace}
 	cfg, err := config.Load(file)
 	if err != nil {
 		return w
 	}
-	if w.kubeconfig == "" {
+	if w.kubeconfig == "" && runner.KubeconfigApproved(file, cfg.Kubeconfig) {
 		w.kubeconfig = cfg.Kubeconfig
 	}
 	if w.context == "" {

@@ -84,6 +84,7 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: dev, context: {cluster: c, user: u}}, {name: prod, context: {cluster: c, user: u}}]
 current-context: dev
 `), 0o600)
+	t.Setenv("KUBECONFIG", kubeconfig) // the user's own: no approval needed
 	log := runUntil(t, "kubeconfig: "+kubeconfig+"\ndefaults: {context: staging}\nforwards:\n  - pod: a\n    ports: [\":80\"]\n  - pod: b\n    ports: [\":80\"]\n",
 		regexp.MustCompile(`cannot start forward`))
 	want := `err="context \"staging\" is not in the kubeconfig (` + kubeconfig + `); it has: dev, prod"`

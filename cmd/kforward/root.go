@@ -50,7 +50,7 @@ detects dead tunnels and applies edits to the file while it runs.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newInitCmd(), newAddCmd(), newRemoveCmd(), newRunCmd(), newStatusCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
+	root.AddCommand(newInitCmd(), newAddCmd(), newRemoveCmd(), newRunCmd(), newAllowCmd(), newStatusCmd(), newValidateCmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }
 

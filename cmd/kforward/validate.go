@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/runner"
 )
 
 func newValidateCmd() *cobra.Command {
@@ -17,8 +18,9 @@ func newValidateCmd() *cobra.Command {
 		Use:   "validate [-f FILE]... [FILE]...",
 		Short: "Check forwards files and print what each forward would do",
 		Long: `validate parses and checks each file without contacting any cluster.
-It prints one line per forward, or every problem as file:line:col: message
-and exits 1.`,
+It prints one line per forward, and what in the file kforward run uses only
+once you approve it (kforward allow), or every problem as
+file:line:col: message and exits 1.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files = append(files, args...)
 			if len(files) == 0 {
@@ -50,6 +52,9 @@ func validate(stdout, stderr io.Writer, files []string) error {
 		}
 		for _, f := range cfg.Forwards {
 			fmt.Fprintf(stdout, "%s: %s\n", path, summary(f))
+		}
+		if asks := runner.NeedsApproval(cfg); len(asks) > 0 {
+			fmt.Fprintf(stdout, "%s: kforward run uses %s only once you approve it (kforward allow -f %s)\n", path, strings.Join(asks, " and "), path)
 		}
 	}
 	if bad > 0 {

@@ -185,9 +185,8 @@ func TestRemoveUnknownListsNames(t *testing.T) {
 	}
 }
 
-// The names config gives (${VAR} expanded) are the ones Remove matches.
+// The names config gives (defaulted from the target) are the ones Remove matches.
 func TestRemoveByConfigName(t *testing.T) {
-	t.Setenv("KFORWARD_EDIT_TEST_NS", "other")
 	got, err := Remove("forwards.yaml", input(t, "unnamed"), "db")
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,16 @@ const (
 // and returns a client for kubeContext (empty: the current context).
 func Connect(kubeconfig, kubeContext string) (*Client, error) {
 	rules := loadingRules(kubeconfig)
+	if err := checkFiles(rules); err != nil {
+		return nil, err
+	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	return connect(cc, rules, kubeContext, true)
+}
+
+// connect builds the client of cc; rules say where cc came from, for
+// errors and, if follow, for following an inline token.
+func connect(cc clientcmd.ClientConfig, rules *clientcmd.ClientConfigLoadingRules, kubeContext string, follow bool) (*Client, error) {
 	raw, err := cc.RawConfig()
 	if err != nil {
 		return nil, explain(err, rules, kubeContext, nil)
@@ -58,7 +67,9 @@ func Connect(kubeconfig, kubeContext string) (*Client, error) {
 	if name == "" {
 		name = raw.CurrentContext
 	}
-	followToken(cfg, rules, name)
+	if follow {
+		followToken(cfg, rules, name)
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -91,6 +102,9 @@ func configFiles(rules *clientcmd.ClientConfigLoadingRules) []string {
 // current one; for completion and messages.
 func Contexts(kubeconfig string) (names []string, current string, err error) {
 	rules := loadingRules(kubeconfig)
+	if err := checkFiles(rules); err != nil {
+		return nil, "", err
+	}
 	raw, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).RawConfig()
 	if err != nil {
 		return nil, "", explain(err, rules, "", nil)

@@ -35,6 +35,9 @@ func followToken(cfg *rest.Config, rules *clientcmd.ClientConfigLoadingRules, ku
 		load: func() (string, error) {
 			// A new ClientConfig each time: a deferred one loads its
 			// files once and keeps them.
+			if err := checkFiles(rules); err != nil {
+				return "", err
+			}
 			overrides := &clientcmd.ConfigOverrides{CurrentContext: kubeContext}
 			c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
 			if err != nil {
