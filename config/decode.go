@@ -227,6 +227,7 @@ func isNull(n *yaml.Node) bool {
 // name is shown in /status.
 var expandable = map[string]bool{
 	"ports": true, "reconnect": true, "health": true, "connectTimeout": true, "clientBuffer": true,
+	"diskBuffer": true, "stallTimeout": true,
 }
 
 // why says why a key's value is not expanded.
@@ -245,6 +246,7 @@ var describe = map[reflect.Type]string{
 	reflect.TypeFor[portSpec](): "port",
 	reflect.TypeFor[duration](): "duration",
 	reflect.TypeFor[size]():     "size",
+	reflect.TypeFor[diskSize](): "size",
 }
 
 // expand returns n with ${VAR} and ${VAR:-default} replaced by values from
@@ -259,7 +261,7 @@ func (d *decoder) expand(n *yaml.Node, under string) (*yaml.Node, bool) {
 		if under == "" {
 			under = "the file"
 		}
-		d.fail(n, "${...} is not expanded in %s: %s; ${VAR} is expanded only in ports (as numbers), reconnect, health, connectTimeout and clientBuffer", under, why(under))
+		d.fail(n, "${...} is not expanded in %s: %s; ${VAR} is expanded only in ports (as numbers), reconnect, health, connectTimeout, clientBuffer, diskBuffer and stallTimeout", under, why(under))
 		return nil, false
 	}
 	check := func(string, string) error { return nil }
