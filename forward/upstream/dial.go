@@ -29,7 +29,9 @@ const portForwardProtocol = "portforward.k8s.io"
 
 // Dial upgrades a port-forward request to the pod at u (the pod's
 // portforward subresource) and starts a session on it. Both transports
-// honour ctx throughout, so a hung API server cannot hold a dial forever.
+// honour ctx throughout, so a hung API server cannot hold a dial forever:
+// Dial never outlasts ctx's deadline, and returns at most handshakeGrace
+// (and Close's goodbyeTimeout) after ctx is cancelled.
 func Dial(ctx context.Context, cfg *rest.Config, u *url.URL, t config.Transport, opts Options) (*Conn, error) {
 	switch t {
 	case config.SPDY:
@@ -76,7 +78,9 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	hctx, stop := withGrace(ctx, handshakeGrace)
+	defer stop()
+	req, err := http.NewRequestWithContext(hctx, http.MethodPost, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,7 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols || !strings.EqualFold(resp.Header.Get("Upgrade"), "SPDY/3.1") {
-		err := upgradeError(ctx, resp, up.conn)
+		err := upgradeError(hctx, resp, up.conn)
 		up.conn.Close()
 		return nil, err
 	}
@@ -94,10 +98,13 @@ func dialSPDY(ctx context.Context, cfg *rest.Config, u *url.URL, opts Options) (
 		up.conn.Close()
 		return nil, fmt.Errorf("the server speaks %q, not %q", p, portForwardProtocol)
 	}
+	var c *Conn
 	if tcp.bc == nil { // through a proxy: no batching beneath TLS
-		return newConn(up.conn, up.conn, nil, config.SPDY, opts), nil
+		c = newConn(up.conn, up.conn, nil, config.SPDY, opts)
+	} else {
+		c = newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts)
 	}
-	return newConn(up.conn, tcp.raw, tcp.bc, config.SPDY, opts), nil
+	return cancelled(ctx, c)
 }
 
 // spdyUpgrader sends the upgrade request and keeps the connection, with
@@ -121,6 +128,9 @@ func (s *spdyUpgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		conn.Close()
+		if req.Context().Err() != nil { // closed by the AfterFunc
+			return nil, context.Cause(req.Context())
+		}
 		return nil, err
 	}
 	if !stop() {
@@ -150,10 +160,10 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 
 // upgradeError describes a refused upgrade; an API status (say, the pod's
 // 404) comes back as a StatusError. Its body is read from conn (nil: the
-// body is in memory already) for as long as ctx lasts and up to 64 KiB: a
-// server may promise more than it sends (a 503 with a long Content-Length
-// and a short body), and the read would otherwise outlast the dial's
-// context, and Forward.Run with it.
+// body is in memory already) for as long as ctx lasts (the handshake's:
+// see withGrace) and up to 64 KiB: a server may promise more than it sends
+// (a 503 with a long Content-Length and a short body), and the read would
+// otherwise outlast the dial's context, and Forward.Run with it.
 func upgradeError(ctx context.Context, resp *http.Response, conn net.Conn) error {
 	defer resp.Body.Close()
 	if conn != nil {
@@ -206,14 +216,14 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 		WriteBufferSize: maxUploadChunk + 1024, // a DATA frame fits one WebSocket frame
 		WriteBufferPool: writeBuffers,          // held only while writing
 	}
-	// gorilla bounds the handshake by ctx's deadline, not by its end: a
-	// refusal whose body never comes (it reads up to 1 KiB of it) would
-	// hold a stopping forward until the dial's timeout. So the connection
-	// is closed when ctx ends, until the handshake is over. An upgrade cut
-	// short while the API server still dials the kubelet is logged there
-	// ("error dialing backend: context canceled"), as for SPDY, whose
-	// upgrade already ended with ctx: seen only when a forward stops during
-	// its dial (e2e's TestFaultReloadStorm: 28 to 43 lines a run).
+	// gorilla bounds the handshake by its context's deadline, not by its
+	// end: a refusal whose body never comes (it reads up to 1 KiB of it)
+	// would hold a stopping forward until the dial's timeout. So the
+	// connection is closed when the handshake's context ends (ctx's
+	// deadline, or handshakeGrace after ctx is cancelled), until the
+	// handshake is over.
+	hctx, stop := withGrace(ctx, handshakeGrace)
+	defer stop()
 	var unwatch func() bool
 	dialer.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := tcp.dial(ctx, network, addr)
@@ -226,7 +236,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	upgrade := roundTripper(func(req *http.Request) (*http.Response, error) {
 		c, resp, err := dialer.DialContext(req.Context(), wsURL.String(), req.Header)
 		if unwatch != nil && !unwatch() && err == nil {
-			c.Close() // ctx ended as the handshake completed
+			c.Close() // the handshake's time ran out as it completed
 			err = context.Cause(req.Context())
 		}
 		if req.Context().Err() != nil && err != nil {
@@ -249,7 +259,7 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(hctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +277,58 @@ func dialWebSocket(ctx context.Context, cfg *rest.Config, u *url.URL, opts Optio
 	c.goodbye = func(deadline time.Time) {
 		ws.WriteControl(gwebsocket.CloseMessage, gwebsocket.FormatCloseMessage(gwebsocket.CloseNormalClosure, ""), deadline)
 	}
-	return c, nil
+	return cancelled(ctx, c)
+}
+
+// handshakeGrace is how long an upgrade may go on after its dial's context
+// was cancelled (a forward stopped, by a reload or at shutdown). Once the
+// request is sent, the API server dials the kubelet for it, and an upgrade
+// cut short meanwhile is logged there as an error ("error dialing backend:
+// context canceled", "context canceled", "... operation was canceled"; 28
+// to 51 such lines in a run of e2e's TestFaultReloadStorm when the
+// connection was closed as soon as the context ended). An upgrade takes a
+// few milliseconds, so nearly every one completes within the grace, and
+// its session is then ended in order (cancelled). Only a server that keeps
+// the handshake longer has it cut, and Dial stays bounded.
+const handshakeGrace = time.Second
+
+// withGrace returns the context an upgrade's handshake runs under: it has
+// ctx's values and deadline, and ends grace after ctx is cancelled, with
+// ctx's cause. stop releases it; until then a goroutine waits on it.
+func withGrace(ctx context.Context, grace time.Duration) (context.Context, func()) {
+	base, cancelDeadline := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+	if deadline, ok := ctx.Deadline(); ok {
+		base, cancelDeadline = context.WithDeadline(base, deadline)
+	}
+	hctx, cancel := context.WithCancelCause(base)
+	unwatch := context.AfterFunc(ctx, func() {
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			cancel(context.Cause(ctx))
+		case <-hctx.Done():
+		}
+	})
+	return hctx, func() {
+		unwatch()
+		cancel(context.Canceled)
+		cancelDeadline()
+	}
+}
+
+// cancelled hands back c, a session just upgraded, unless ctx was
+// cancelled during its handshake: then c is ended in order (Close: the
+// goodbye, a half-close, the server's last bytes read), not dropped, which
+// the API server would log as an error too ("Error proxying data from
+// client to backend ... close 1006").
+func cancelled(ctx context.Context, c *Conn) (*Conn, error) {
+	if ctx.Err() == nil {
+		return c, nil
+	}
+	err := fmt.Errorf("upgraded as the dial was cancelled: %w", context.Cause(ctx))
+	c.Close(err)
+	return nil, err
 }
 
 var writeBuffers = &sync.Pool{}

@@ -123,6 +123,11 @@
 // would come, and its redial would wait for nothing.
 // Closing at once gave that error in 11 of 80 runs of e2e
 // TestTunnelsEndQuietly; in none of 80 runs since.
+// A dial cancelled during its upgrade (a forward stopped by a reload) is
+// no exception: the upgrade gets handshakeGrace to complete and its new
+// session is then closed the same way (dial.go, withGrace and cancelled),
+// since an upgrade cut short is logged too ("error dialing backend:
+// context canceled").
 //
 // # Where the CPU goes, and what was done about it
 //
