@@ -77,6 +77,7 @@ func TestStalledClientIsolated(t *testing.T) {
 
 			const rounds = 20 // every 250ms for 5s
 			var worst time.Duration
+			var onDisk int64
 			tick := time.NewTicker(250 * time.Millisecond)
 			defer tick.Stop()
 			for i := range rounds {
@@ -89,8 +90,12 @@ func TestStalledClientIsolated(t *testing.T) {
 					t.Fatalf("round %d on the connection opened before the stall: %v", i, err)
 				}
 				worst = max(worst, time.Since(begin))
+				onDisk = max(onDisk, f.Status().OnDisk)
 			}
-			t.Logf("%d of %d requests and echoes answered beside a stalled client; slowest %s", rounds, rounds, worst)
+			t.Logf("%d of %d requests and echoes answered beside a stalled client; slowest %s; up to %d bytes on disk", rounds, rounds, worst, onDisk)
+			if onDisk == 0 {
+				t.Error("the status never showed the stalled client's data on disk")
+			}
 			if worst > time.Second {
 				t.Errorf("slowest request took %s, want under 1s", worst)
 			}
@@ -107,7 +112,7 @@ func TestStalledClientIsolated(t *testing.T) {
 				}
 			}
 			waitFor(t, 5*time.Second, "the stalled connection released", func() bool { return f.Status().Active == 1 })
-			waitFor(t, 5*time.Second, "its disk given back", func() bool { return f.overflow.Used() == 0 })
+			waitFor(t, 5*time.Second, "its disk given back", func() bool { return f.Status().OnDisk == 0 })
 		})
 	}
 }

@@ -409,7 +409,16 @@ func (f *Forward) supervise(ctx context.Context, pods Pods) {
 			// server said so, or a slow client holds its reading): open
 			// connections finish on it, new ones go to the next tunnel,
 			// without delay.
-			if reason != nil {
+			switch {
+			case errors.Is(reason, upstream.ErrClientsBehind):
+				// Memory and disk are full (or the disk failed): the
+				// tunnel's reading waits for its slowest client.
+				args := []any{"pod", t.pod.Name, "reason", reason, "onDisk", f.overflow.Used(), "diskBuffer", f.spec.DiskBuffer}
+				if err := f.overflow.Err(); err != nil {
+					args = append(args, "diskErr", err)
+				}
+				f.log.Warn("opening another tunnel for new connections", args...)
+			case reason != nil:
 				f.log.Info("opening another tunnel for new connections", "pod", t.pod.Name, "reason", reason)
 			}
 			t.retire()

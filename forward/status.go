@@ -46,8 +46,9 @@ type Status struct {
 	Active     int64            `json:"connectionsActive"` // open local connections
 	Total      int64            `json:"connectionsTotal"`  // local connections accepted
 	ConnErrors map[string]int64 `json:"connectionErrors,omitempty"`
-	BytesIn    int64            `json:"bytesIn"`  // from the pod to local clients
-	BytesOut   int64            `json:"bytesOut"` // from local clients to the pod
+	BytesIn    int64            `json:"bytesIn"`     // from the pod to local clients
+	BytesOut   int64            `json:"bytesOut"`    // from local clients to the pod
+	OnDisk     int64            `json:"bytesOnDisk"` // the pod's data waiting on disk for slow clients (diskBuffer)
 	Reconnects int              `json:"reconnects"`
 
 	LastError   string    `json:"lastError,omitempty"`
@@ -118,6 +119,7 @@ func (f *Forward) Status() Status {
 	s.DialSeconds, s.HealthSeconds = f.dial.clone(), f.health.clone()
 	s.Active, s.Total = f.c.active.Load(), f.c.total.Load()
 	s.BytesIn, s.BytesOut = f.c.bytes.In.Load(), f.c.bytes.Out.Load()
+	s.OnDisk = f.overflow.Used()
 	if len(f.connErrs) > 0 {
 		s.ConnErrors = maps.Clone(f.connErrs)
 	}

@@ -23,6 +23,8 @@ var (
 		"Local connections that ended in error, by reason.", []string{"forward", "reason"}, nil)
 	bytesDesc = prometheus.NewDesc("kforward_bytes_total",
 		`Bytes carried: direction="in" from the pod to local clients, "out" from local clients to the pod.`, []string{"forward", "direction"}, nil)
+	onDiskDesc = prometheus.NewDesc("kforward_disk_buffered_bytes",
+		"The pod's data waiting on disk for local clients that read slower than it comes (diskBuffer).", []string{"forward"}, nil)
 	reconnectsDesc = prometheus.NewDesc("kforward_reconnects_total",
 		"Times the tunnel to a pod failed and was dialled again.", []string{"forward"}, nil)
 	dialDesc = prometheus.NewDesc("kforward_upstream_dial_seconds",
@@ -43,7 +45,7 @@ var connErrReasons = []string{forward.ErrNoPod, forward.ErrRemotePort, forward.E
 type collector struct{ src Source }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{upDesc, infoDesc, activeDesc, totalDesc, connErrDesc, bytesDesc,
+	for _, d := range []*prometheus.Desc{upDesc, infoDesc, activeDesc, totalDesc, connErrDesc, bytesDesc, onDiskDesc,
 		reconnectsDesc, dialDesc, healthDesc, reloadOKDesc, reloadTimeDesc} {
 		ch <- d
 	}
@@ -71,6 +73,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(bytesDesc, float64(s.BytesIn), s.Name, "in")
 		counter(bytesDesc, float64(s.BytesOut), s.Name, "out")
+		gauge(onDiskDesc, float64(s.OnDisk), s.Name)
 		counter(reconnectsDesc, float64(s.Reconnects), s.Name)
 		ch <- histogram(dialDesc, s.DialSeconds, s.Name)
 		ch <- histogram(healthDesc, s.HealthSeconds, s.Name)

@@ -56,7 +56,7 @@ func snapshot() runner.Snapshot {
 		LastReload: runner.Reload{At: at.Add(2 * time.Minute), Trigger: runner.TriggerFile, Errors: []string{"forwards.yaml:3:9: unknown field"}},
 		Forwards: []forward.Status{
 			{Name: "api", Target: "service/api", Namespace: "dev", State: forward.Active, Active: 2, Total: 10,
-				BytesIn: 1000, BytesOut: 200, Reconnects: 3, ConnErrors: map[string]int64{forward.ErrStream: 4},
+				BytesIn: 1000, BytesOut: 200, OnDisk: 4096, Reconnects: 3, ConnErrors: map[string]int64{forward.ErrStream: 4},
 				DialSeconds: dial},
 			{Name: "db", Target: "statefulset/db", State: forward.Reconnecting, LastError: "health check: timeout"},
 		},
@@ -115,6 +115,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		{"kforward_connection_errors_total", map[string]string{"forward": "api", "reason": "no_pod"}, 0},
 		{"kforward_bytes_total", map[string]string{"forward": "api", "direction": "in"}, 1000},
 		{"kforward_bytes_total", map[string]string{"forward": "api", "direction": "out"}, 200},
+		{"kforward_disk_buffered_bytes", map[string]string{"forward": "api"}, 4096},
 		{"kforward_reconnects_total", map[string]string{"forward": "api"}, 3},
 		{"kforward_upstream_dial_seconds", map[string]string{"forward": "api"}, 4},
 		{"kforward_health_check_seconds", map[string]string{"forward": "db"}, 0},
