@@ -298,28 +298,36 @@ func (c *Conn) Ping(ctx context.Context, timeout time.Duration) (time.Duration, 
 }
 
 // progress is what a tunnel has moved so far, from the kernel where it
-// tells (Linux: bytes the peer acknowledged, bytes received), else from
-// the session (bytes written, bytes read).
+// tells (Linux: bytes the peer acknowledged, bytes received, bytes not
+// sent yet), else from the session (bytes written, bytes read).
 type progress struct {
 	out, in uint64
+	backlog bool // data still waits to go: the uplink, not the far end, sets the pace
 }
 
 // pingBytes is more than a PING takes on the wire (16 bytes in a TLS
 // record, in a WebSocket frame): a tunnel that moved no more than that
-// moved only the ping, whose acknowledgement proves only the first hop
-// (the API server) alive.
+// moved only the ping.
 const pingBytes = 256
 
 func (c *Conn) moved() progress {
-	if acked, received, ok := linkCounters(c.raw); ok {
-		return progress{out: acked, in: received}
+	p := progress{out: uint64(c.w.sent.Load()), in: uint64(c.in.got.Load())}
+	if acked, received, notSent, ok := linkCounters(c.raw); ok {
+		p.out, p.in, p.backlog = acked, received, notSent > 0
 	}
-	return progress{out: uint64(c.w.sent.Load()), in: uint64(c.in.got.Load())}
+	p.backlog = p.backlog || c.w.writing()
+	return p
 }
 
-// since reports whether the tunnel moved data between before and p.
+// since reports whether the tunnel moved data between before and p:
+// anything received proves the far end alive (only the kubelet's side
+// sends on a tunnel), and bytes acknowledged do when data still waits to
+// go, as on a full uplink. Acknowledgements alone, with nothing waiting,
+// prove only that a kernel on the way took the bytes: a frozen API server,
+// or a proxy whose network is gone, acknowledges small writes into its
+// receive buffer for as long as that has room.
 func (p progress) since(before progress) bool {
-	return p.in > before.in || p.out > before.out+pingBytes
+	return p.in > before.in || (p.backlog && p.out > before.out+pingBytes)
 }
 
 // sendControl queues a control frame without waiting for the connection to

@@ -258,6 +258,33 @@ func TestPingOnBusyLink(t *testing.T) {
 			t.Fatalf("a busy tunnel counted dead: %v", c.Err())
 		}
 	})
+	t.Run("swallowed", func(t *testing.T) {
+		// A peer that takes bytes into its kernel and never reads them (a
+		// frozen API server, a proxy whose network is gone) acknowledges
+		// small writes: that proves nothing about the far end.
+		tcp, err := net.Dial("tcp", blackhole(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newConn(tcp, tcp, nil, config.SPDY, Options{})
+		defer c.Close(errors.New("test over"))
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() { // small writes, as a prober's echoes
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+					c.sendControl(func(e *encoder) { e.ping(1 << 30) })
+				}
+			}
+		}()
+		_, err = c.Ping(t.Context(), 300*time.Millisecond)
+		if err == nil || errors.Is(err, ErrBusy) {
+			t.Fatalf("ping on a link whose peer reads nothing: %v; want a failure", err)
+		}
+	})
 	t.Run("silent", func(t *testing.T) {
 		tcp, err := net.Dial("tcp", blackhole(t))
 		if err != nil {

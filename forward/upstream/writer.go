@@ -316,6 +316,14 @@ func (w *writer) finish(err error, deadline time.Time, last func(deadline time.T
 	}
 }
 
+// writing reports whether a write is in progress or queued: the
+// connection has not taken everything yet.
+func (w *writer) writing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.busy
+}
+
 // stop fails the writer from outside (the session died): waiting writers
 // wake up, and every later write returns err.
 func (w *writer) stop(err error) {
