@@ -253,6 +253,30 @@ func TestPostgresDumpThroughForward(t *testing.T) {
 	t.Logf("forward: %s", status())
 }
 
+// pgAnswers opens a new connection to the PostgreSQL server at addr and
+// has it answer one message: an SSLRequest, which the server answers with
+// one byte ('N': this one has no TLS), before any authentication. It
+// times the forward and the database, not a psql process starting.
+func pgAnswers(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil { // length 8, code 80877103
+		return err
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(c, answer[:]); err != nil {
+		return fmt.Errorf("no answer to an SSLRequest: %w", err)
+	}
+	if answer[0] != 'N' && answer[0] != 'S' {
+		return fmt.Errorf("answer %q to an SSLRequest; want N or S", answer[0])
+	}
+	return nil
+}
+
 // throttledWriter takes at most rate bytes a second.
 type throttledWriter struct {
 	w     io.Writer
@@ -281,8 +305,9 @@ func (t *throttledWriter) Write(p []byte) (int, error) {
 // TestPostgresSlowCopy: COPY of a 200 MB table through kforward into a
 // reader that takes 4 MB/s (psql into a slow pipe) gets every row, the
 // same bytes as a COPY straight from the server, while the same forward
-// answers other clients: a new connection every 250ms, and a session
-// opened before the COPY, each within 1s.
+// answers other clients: every 250ms, the database answers on a new
+// connection, and a psql session opened before the COPY answers a query,
+// each within 1s.
 func TestPostgresSlowCopy(t *testing.T) {
 	t.Parallel()
 	c := needCluster(t)
@@ -360,17 +385,16 @@ func TestPostgresSlowCopy(t *testing.T) {
 		case <-tick.C:
 			rounds++
 			begin := time.Now()
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			answer, err := psql(ctx, addr, "select 42")
-			cancel()
-			if err != nil || answer != "42" {
-				t.Fatalf("a new connection during the COPY (round %d): %q, %v\nforward: %s\nlog:\n%s", rounds, answer, err, status(), log)
+			if err := pgAnswers(addr); err != nil {
+				t.Fatalf("a new connection during the COPY (round %d): %v\nforward: %s\nlog:\n%s", rounds, err, status(), log)
 			}
+			took := time.Since(begin)
+			begin = time.Now()
 			if err := ask(rounds); err != nil {
 				t.Fatalf("the session opened before the COPY (round %d): %v", rounds, err)
 			}
 			mu.Lock()
-			worst = max(worst, time.Since(begin))
+			worst = max(worst, took, time.Since(begin))
 			mu.Unlock()
 		}
 	}
@@ -380,7 +404,7 @@ func TestPostgresSlowCopy(t *testing.T) {
 	if sum := fmt.Sprintf("%x", got.Sum(nil)); sum != want {
 		t.Fatalf("COPY through kforward read %d bytes hashing to %s; straight from the server %s", slow.n, sum, want)
 	}
-	t.Logf("COPY of %d bytes at 4 MB/s intact; %d rounds of a new connection and the open session answered beside it, slowest %s",
+	t.Logf("COPY of %d bytes at 4 MB/s intact; %d rounds of a new connection and the open session answered beside it, slowest answer %s",
 		slow.n, rounds, worst.Round(time.Millisecond))
 	if worst > time.Second {
 		t.Errorf("slowest answer beside the COPY took %s, want each within 1s", worst)
