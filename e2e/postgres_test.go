@@ -277,31 +277,6 @@ func pgAnswers(addr string) error {
 	return nil
 }
 
-// throttledWriter takes at most rate bytes a second.
-type throttledWriter struct {
-	w     io.Writer
-	rate  int
-	start time.Time
-	n     int64
-}
-
-func (t *throttledWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		due := t.start.Add(time.Duration(float64(t.n) / float64(t.rate) * float64(time.Second)))
-		time.Sleep(time.Until(due))
-		k := min(len(p), t.rate/20)
-		n, err := t.w.Write(p[:k])
-		t.n += int64(n)
-		written += n
-		p = p[n:]
-		if err != nil {
-			return written, err
-		}
-	}
-	return written, nil
-}
-
 // TestPostgresSlowCopy: COPY of a 200 MB table through kforward into a
 // reader that takes 4 MB/s (psql into a slow pipe) gets every row, the
 // same bytes as a COPY straight from the server, while the same forward
@@ -360,7 +335,7 @@ func TestPostgresSlowCopy(t *testing.T) {
 	copyCmd := exec.Command("psql", "-X", "-q", "-c", query)
 	copyCmd.Env = clientEnv(addr)
 	got := sha256.New()
-	slow := &throttledWriter{w: got, rate: 4 << 20, start: time.Now()}
+	slow := &testutil.PacedWriter{W: got, Rate: 4 << 20}
 	copyCmd.Stdout = slow
 	var stderr bytes.Buffer
 	copyCmd.Stderr = &stderr
@@ -402,10 +377,10 @@ func TestPostgresSlowCopy(t *testing.T) {
 		t.Fatalf("COPY through kforward: %v: %s\nforward: %s\nlog:\n%s", copyErr, stderr.Bytes(), status(), log)
 	}
 	if sum := fmt.Sprintf("%x", got.Sum(nil)); sum != want {
-		t.Fatalf("COPY through kforward read %d bytes hashing to %s; straight from the server %s", slow.n, sum, want)
+		t.Fatalf("COPY through kforward read %d bytes hashing to %s; straight from the server %s", slow.N, sum, want)
 	}
 	t.Logf("COPY of %d bytes at 4 MB/s intact; %d rounds of a new connection and the open session answered beside it, slowest answer %s",
-		slow.n, rounds, worst.Round(time.Millisecond))
+		slow.N, rounds, worst.Round(time.Millisecond))
 	if worst > time.Second {
 		t.Errorf("slowest answer beside the COPY took %s, want each within 1s", worst)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kforward/kforward/config"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // Tests of the data path (package upstream) through a forward, against the
@@ -146,7 +147,7 @@ func TestClientBehindHoldsTunnel(t *testing.T) {
 			read := make(chan error, 1)
 			go func() {
 				c.SetDeadline(time.Now().Add(time.Minute))
-				read <- checkPattern(&throttled{r: c, rate: rate, start: time.Now()}, n)
+				read <- checkPattern(&testutil.PacedReader{R: c, Rate: rate}, n)
 			}()
 			answered := 0
 			for done := false; !done; {
@@ -201,26 +202,10 @@ func TestSlowSteadyReader(t *testing.T) {
 	}
 	c.SetDeadline(time.Now().Add(time.Minute))
 	begin := time.Now()
-	if err := checkPattern(&throttled{r: c, rate: rate, start: begin}, n); err != nil {
+	if err := checkPattern(&testutil.PacedReader{R: c, Rate: rate}, n); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d bytes read at %d KiB/s, intact, in %s", n, rate>>10, time.Since(begin).Round(time.Millisecond))
-}
-
-// throttled reads no faster than rate bytes per second.
-type throttled struct {
-	r     io.Reader
-	rate  int
-	start time.Time
-	n     int
-}
-
-func (t *throttled) Read(p []byte) (int, error) {
-	due := t.start.Add(time.Duration(float64(t.n) / float64(t.rate) * float64(time.Second)))
-	time.Sleep(time.Until(due))
-	n, err := t.r.Read(p[:min(len(p), t.rate/20)])
-	t.n += n
-	return n, err
 }
 
 // 2. Health checks leave nothing for the kubelet to report: no stream

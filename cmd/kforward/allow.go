@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/spf13/cobra"
 
@@ -32,17 +30,8 @@ running kforward starts the forwards that waited within a second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(file)
-			if errors.Is(err, fs.ErrNotExist) {
-				return noFile(file)
-			}
-			if errs := config.Errors(err); len(errs) > 0 {
-				for _, e := range errs {
-					fmt.Fprintln(cmd.ErrOrStderr(), e)
-				}
-				return errInvalid
-			}
 			if err != nil {
-				return err
+				return fileError(cmd.ErrOrStderr(), file, err)
 			}
 			ask, err := runner.Asks(file, cfg)
 			if err != nil {

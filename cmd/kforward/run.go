@@ -154,16 +154,7 @@ every forward is active) and POST /-/reload.`,
 			}
 			endAux()
 			wg.Wait()
-			if errors.Is(err, fs.ErrNotExist) {
-				return noFile(file)
-			}
-			if errs := config.Errors(err); len(errs) > 0 {
-				for _, e := range errs {
-					fmt.Fprintln(cmd.ErrOrStderr(), e)
-				}
-				return errInvalid
-			}
-			return err
+			return fileError(cmd.ErrOrStderr(), file, err)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "forwards.yaml", "forwards file")
@@ -179,6 +170,22 @@ every forward is active) and POST /-/reload.`,
 
 // noFile is the error for a forwards file that is not there: say how to
 // get one.
+// fileError says what is wrong with reading file: that it is missing, or
+// every error in it, one per line on stderr (then errInvalid). Any other
+// error is returned as it is.
+func fileError(stderr io.Writer, file string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return noFile(file)
+	}
+	if errs := config.Errors(err); len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		return errInvalid
+	}
+	return err
+}
+
 func noFile(file string) error {
 	if file == "forwards.yaml" {
 		dir, _ := os.Getwd()

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kforward/kforward/e2e/netem"
+	"github.com/kforward/kforward/internal/testutil"
 )
 
 // Scenarios of what a forwarder must not lose: a client that reads slower
@@ -40,7 +41,7 @@ func (b *bench) pacedReader(ctx context.Context, f forwarder, s *session, round 
 	}
 	got := make(chan int64, 1)
 	go func() {
-		resp, err := http.ReadResponse(bufio.NewReaderSize(&paced{r: c, rate: b.o.pacedRate, start: time.Now()}, 64<<10), nil)
+		resp, err := http.ReadResponse(bufio.NewReaderSize(&testutil.PacedReader{R: c, Rate: b.o.pacedRate}, 64<<10), nil)
 		if err != nil {
 			got <- 0
 			return
@@ -85,22 +86,6 @@ func others(ctx context.Context, addr string, every time.Duration, want string, 
 		}
 		worst = max(worst, ms(time.Since(start)))
 	}
-}
-
-// paced reads no faster than rate bytes a second.
-type paced struct {
-	r     io.Reader
-	rate  int
-	start time.Time
-	n     int64
-}
-
-func (p *paced) Read(b []byte) (int, error) {
-	due := p.start.Add(time.Duration(float64(p.n) / float64(p.rate) * float64(time.Second)))
-	time.Sleep(time.Until(due))
-	k, err := p.r.Read(b[:min(len(b), max(1, p.rate/50))])
-	p.n += int64(k)
-	return k, err
 }
 
 // uplink: every forwarder reaches the API server through e2e/netem, a
